@@ -1,0 +1,114 @@
+"""One typed settings object, read from PACKWISE_* environment variables; every knob documented once here.
+
+`packwise config` prints the table below with the values in force; the README's configuration reference
+is generated from the same declarations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from streams.errors import PackwiseError
+
+ENV_PREFIX = "PACKWISE_"
+
+
+def _setting(default: Any, doc: str, parse: Callable[[str], Any] = str, accepted: str = "") -> Any:
+    return field(default=default, metadata={"doc": doc, "parse": parse, "accepted": accepted})
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError
+    return value
+
+
+def _log_format(text: str) -> str:
+    if text not in ("auto", "json", "console"):
+        raise ValueError
+    return text
+
+
+def _optional(text: str) -> str | None:
+    return text or None
+
+
+def _default_state_dir() -> str:
+    return str(Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "packwise")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a packwise process can be told from its environment."""
+
+    bootstrap_servers: str = _setting(
+        "", "Kafka bootstrap servers, comma-separated host:port; empty means the local broker "
+        "(127.0.0.1:PACKWISE_KAFKA_PORT).")
+    schema_registry_url: str | None = _setting(
+        None, "Schema Registry URL; empty means the embedded default (ids from the shipped schemas).",
+        _optional, "a URL or empty")
+    state_dir: str = _setting(
+        _default_state_dir(), "Folder for the local broker's data, log and pid, and worker state.")
+    kafka_port: int = _setting(9092, "Port of the local broker's client listener on 127.0.0.1.", _port, "1-65535")
+    kafka_controller_port: int = _setting(
+        9093, "Port of the local broker's KRaft controller listener on 127.0.0.1.", _port, "1-65535")
+    kafka_heap: str = _setting("512m", "Java heap of the local broker (-Xmx).")
+    partitions: int = _setting(
+        6, "Partitions of every input topic (all inputs are co-partitioned) and of the outputs.",
+        _positive_int, "an integer >= 1")
+    replication_factor: int = _setting(1, "Replication factor of created topics.", _positive_int, "an integer >= 1")
+    topic_prefix: str = _setting("", "Prefix of every topic name, e.g. 'staging.' to share a cluster.")
+    log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = _setting(
+        "auto", "Log format: json, console, or auto (console on a terminal, JSON otherwise).",
+        _log_format, "auto, json or console")
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers:
+            object.__setattr__(self, "bootstrap_servers", f"127.0.0.1:{self.kafka_port}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from the environment; a bad value is a PackwiseError naming the variable."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for setting in dataclasses.fields(cls):
+            name = env_name(setting.name)
+            if name not in environ:
+                continue
+            raw = environ[name].strip()
+            try:
+                values[setting.name] = setting.metadata["parse"](raw)
+            except ValueError:
+                accepted = setting.metadata["accepted"] or "a valid value"
+                raise PackwiseError(f"{name}={raw!r} is not valid: expected {accepted}") from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def reference_table(settings: Settings | None = None) -> list[tuple[str, str, str]]:
+    """(variable, value, meaning) for every setting: the defaults, or the values in `settings`."""
+    settings = settings or Settings()
+    return [
+        (env_name(f.name), "" if getattr(settings, f.name) is None else str(getattr(settings, f.name)),
+         f.metadata["doc"])
+        for f in dataclasses.fields(Settings)
+    ]

@@ -1,0 +1,42 @@
+"""Shared fixtures: a real Apache Kafka broker for the session, started by the project and stopped by pid.
+
+Set PACKWISE_TEST_BOOTSTRAP=host:port to run the suite against a broker you started yourself instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from streams.broker import LocalBroker, free_port
+from streams.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> str:
+    given = os.environ.get("PACKWISE_TEST_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), free_port(), free_port(), heap="512m")
+    status, _ = broker.start(echo=False)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+        assert not psutil.pid_exists(status.pid) or psutil.Process(status.pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> Settings:
+    """Settings pointing at the session broker, with a topic prefix of their own so tests never collide."""
+    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=3)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
