@@ -65,6 +65,54 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams import topics
+    from streams.scoring import Scorer
+
+    settings: Settings = args.settings
+    if args.model:
+        settings = settings.replace(model_path=str(args.model))
+    scorer = Scorer.load(settings.model_path)
+    topics.verify_topics(settings, attempts=3)
+    import faust
+
+    from streams.app import create_app
+
+    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, scorer)
+    print(f"packwise worker {settings.worker_name}: model {scorer.version}, Kafka {settings.bootstrap_servers}, "
+          f"web http://{settings.web_host}:{settings.web_port}", flush=True)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from streams.simulator import SimulationConfig, run_simulation
+
+    config = SimulationConfig(products=args.products, seed=args.seed, rounds=args.rounds,
+                              units_per_round=args.units, round_interval_s=args.round_interval,
+                              captures_per_s=args.captures_per_s, duplicate_rate=args.duplicate_rate,
+                              sabotaged=args.sabotaged)
+    with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = run_simulation(args.settings, config, progress)
+    shipped = sum(sum(v) for v in result.truth.shipments.values())
+    reported = sum(sum(v) for v in result.truth.damages.values())
+    print(f"simulated {len(result.products)} products: {shipped} shipments, {reported} damage reports, "
+          f"{result.events_sent} events sent; {len(result.decisions)} products have a decision")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="packwise",
@@ -78,6 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the topics idempotently, or list them with partition counts")
     topics.add_argument("action", choices=["create", "list"])
     topics.set_defaults(handler=cmd_topics)
+
+    worker = sub.add_parser("worker", help="run a stream worker: score products, keep damage statistics, decide")
+    worker.add_argument("--model", type=Path, help="model bundle directory (default: PACKWISE_MODEL_PATH)")
+    worker.set_defaults(handler=cmd_worker)
+
+    simulate = sub.add_parser("simulate", help="run a simulated fulfillment center against the topics")
+    simulate.add_argument("--products", type=int, default=300, help="products in the simulated center")
+    simulate.add_argument("--seed", type=int, default=7, help="seed of the world (not the training seed)")
+    simulate.add_argument("--rounds", type=int, default=10, help="shipping rounds")
+    simulate.add_argument("--units", type=int, default=3, help="units of each product shipped per round")
+    simulate.add_argument("--round-interval", type=float, default=1.0, help="seconds between rounds")
+    simulate.add_argument("--captures-per-s", type=float, default=200.0, help="conveyor pace")
+    simulate.add_argument("--duplicate-rate", type=float, default=0.01,
+                          help="share of shipments and reports sent twice (same event id)")
+    simulate.add_argument("--sabotaged", type=int, default=0,
+                          help="products that break in light packaging although they do not look it")
+    simulate.set_defaults(handler=cmd_simulate)
 
     config = sub.add_parser("config", help="print every setting (PACKWISE_* variables) with its value in force")
     config.set_defaults(handler=cmd_config)

@@ -35,6 +35,19 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+def _store(text: str) -> str:
+    if text not in ("rocksdb", "memory"):
+        raise ValueError
+    return text
+
+
 def _log_format(text: str) -> str:
     if text not in ("auto", "json", "console"):
         raise ValueError
@@ -70,6 +83,31 @@ class Settings:
         _positive_int, "an integer >= 1")
     replication_factor: int = _setting(1, "Replication factor of created topics.", _positive_int, "an integer >= 1")
     topic_prefix: str = _setting("", "Prefix of every topic name, e.g. 'staging.' to share a cluster.")
+    app_id: str = _setting(
+        "packwise", "Faust application id: the consumer group and the prefix of table changelog topics.")
+    model_path: str = _setting(
+        "", "Model bundle directory the worker loads (`packwise train --out DIR` writes one).")
+    store: str = _setting(
+        "rocksdb", "Table storage: rocksdb (on disk under the state folder, fast restarts) or memory.",
+        _store, "rocksdb or memory")
+    worker_name: str = _setting(
+        "worker-0", "Name of this worker: its data folder under the state folder and its static group "
+        "membership id; unique per worker (a StatefulSet pod name).")
+    web_port: int = _setting(6066, "Port of the worker's web server (health, /metrics) on its web host.", _port,
+                             "1-65535")
+    web_host: str = _setting("127.0.0.1", "Address the worker's web server binds to.")
+    batch_size: int = _setting(64, "Most captures scored in one model batch.", _positive_int, "an integer >= 1")
+    batch_within_s: float = _setting(
+        0.05, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",
+        _positive_float, "a number > 0")
+    catalog_wait_s: float = _setting(
+        30.0, "How long a capture waits for its product's catalog record before it is scored on images only.",
+        _positive_float, "a number > 0")
+    default_marketplace: str = _setting(
+        "NA", "Marketplace applied to a product whose catalog record has not arrived yet.")
+    marketplaces_file: str | None = _setting(
+        None, "JSON file overriding per-marketplace targets and packaging weights (see streams/marketplaces.py).",
+        _optional, "a path or empty")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     log_format: str = _setting(
         "auto", "Log format: json, console, or auto (console on a terminal, JSON otherwise).",
@@ -95,6 +133,11 @@ class Settings:
                 accepted = setting.metadata["accepted"] or "a valid value"
                 raise PackwiseError(f"{name}={raw!r} is not valid: expected {accepted}") from None
         return cls(**values)
+
+    @property
+    def worker_dir(self) -> Path:
+        """This worker's own data folder (tables in RocksDB); never shared between workers."""
+        return Path(self.state_dir) / "workers" / self.app_id / self.worker_name
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

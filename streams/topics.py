@@ -24,12 +24,13 @@ class TopicRole(str, enum.Enum):
     INPUT = "input"
     OUTPUT = "output"
     DEAD_LETTER = "dead-letter"
+    CHANGELOG = "changelog"
 
 
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
-    contract: str  # the Avro contract of its values (streams.serde.CONTRACTS)
+    contract: str  # the Avro contract of its values (streams.serde.CONTRACTS); "" for table changelogs (JSON)
     role: TopicRole
     partitions: int
     replication_factor: int
@@ -51,6 +52,15 @@ _TOPICS = (
     ("relabel-triggers", "relabel_trigger", TopicRole.OUTPUT, "delete", 30, "relabel stock when evidence contradicts a decision"),
     ("test-requests", "test_request", TopicRole.OUTPUT, "delete", 30, "physical tests for people, with the weight a pass saves"),
 )
+# The worker's tables (streams/app.py), whose changelogs `topics create` makes up front: a worker then
+# never starts before its changelogs exist, and they are co-partitioned with the inputs from day one.
+TABLES = {
+    "catalog": "latest catalog record per product",
+    "captures": "latest tunnel capture per product",
+    "pending": "captures waiting for their catalog record",
+    "products": "model verdict, decision and requested tests per product",
+    "damage_stats": "shipments and damages per package type, with the event ids applied",
+}
 DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_RETENTION_DAYS = 30
 
@@ -72,6 +82,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                   f"messages from {spec.name} that could not be decoded or validated")
         for spec in specs if spec.role is TopicRole.INPUT
     ]
+    specs += [
+        TopicSpec(f"{settings.app_id}-{table}-changelog", "", TopicRole.CHANGELOG, settings.partitions,
+                  settings.replication_factor, "compact", -1, f"changelog of the worker table '{table}': {doc}")
+        for table, doc in TABLES.items()
+    ]
     return specs
 
 
@@ -80,6 +95,13 @@ def client_config(settings: Settings, **extra: object) -> dict[str, object]:
     log lines are silenced (log_level 0): failures reach the operator as one PackwiseError instead."""
     return {"bootstrap.servers": settings.bootstrap_servers, "socket.connection.setup.timeout.ms": 5000,
             "log_level": 0, **extra}
+
+
+def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
+    """Producers partition keys with murmur2 like Kafka's Java clients and aiokafka (librdkafka's default is
+    CRC32): the product's events then land on the partition Faust's tables expect (invariant 1)."""
+    return client_config(settings, **{"partitioner": "murmur2_random", "enable.idempotence": True,
+                                      "linger.ms": 5, **extra})
 
 
 def admin_client(settings: Settings) -> AdminClient:
@@ -136,10 +158,19 @@ def _wait_visible(admin: AdminClient, settings: Settings, specs: list[TopicSpec]
         time.sleep(0.2)
 
 
-def verify_topics(settings: Settings) -> None:
-    """Raise a PackwiseError naming every topic that is missing or has the wrong partition count."""
+def verify_topics(settings: Settings, attempts: int = 1, timeout_s: float = 10.0) -> None:
+    """Raise a PackwiseError naming every topic that is missing or has the wrong partition count; an
+    unreachable cluster is retried `attempts` times before it is reported."""
     specs = topic_specs(settings)
-    present = existing_partitions(admin_client(settings), settings)
+    admin = admin_client(settings)
+    for attempt in range(1, attempts + 1):
+        try:
+            present = existing_partitions(admin, settings, timeout_s)
+            break
+        except PackwiseError:
+            if attempt == attempts:
+                raise
+            time.sleep(1.0)
     missing = [spec.name for spec in specs if spec.name not in present]
     if missing:
         raise PackwiseError(f"topics missing on {settings.bootstrap_servers}: {', '.join(missing)}; "

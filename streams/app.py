@@ -1,0 +1,172 @@
+"""The Faust worker wired: topics in, tables, agents, the timer, topics out. No business logic lives here:
+each agent reads a batch, hands it to the Processor, scores what it asks for, and publishes the result.
+
+DESIGN.md invariant 3 holds because the Processor never raises on a bad message (it returns a dead
+letter instead); invariant 2 because every table-mutating agent runs with concurrency 1 and the
+Processor applies each event id once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.streams import _current_event  # see partition_context
+
+from streams.logs import get_logger
+from streams.marketplaces import load_marketplaces
+from streams.processor import Incoming, Outgoing, Processor, ScoreJob, Tables, TopicNames
+from streams.scoring import Scorer
+from streams.serde import Serde
+from streams.settings import Settings
+from streams.topics import TABLES
+
+log = get_logger("packwise.worker")
+
+
+@dataclass(frozen=True)
+class _StandInMessage:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class _StandInEvent:
+    message: _StandInMessage
+
+
+@contextmanager
+def partition_context(topic: str, partition: int) -> Iterator[None]:
+    """Make table writes land in `partition` of their changelog and local store.
+
+    Faust routes a table write by the event being processed; in a batch from take_events that is the
+    last event of the batch, whatever partition the key belongs to, and a timer has none. A stand-in
+    event carrying the product's own topic and partition makes each write go where the product lives."""
+    stand_in = _StandInEvent(_StandInMessage(topic, partition))
+    token = _current_event.set(weakref.ref(stand_in))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
+
+
+def create_app(settings: Settings, scorer: Scorer) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings.bootstrap_servers),
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.worker_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger_ms=5,
+    )
+    setup_prometheus_sensors(app, name_prefix="packwise_faust")
+    names = TopicNames.for_settings(settings)
+
+    def raw_topic(*topic_names: str) -> faust.TopicT:
+        return app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.partitions)
+
+    def table(name: str, raw_values: bool, help: str) -> faust.Table:
+        table = app.Table(name, partitions=settings.partitions, key_type=str, help=help)
+        if raw_values:  # wire bytes kept as they are; Faust derives "json" for any non-Record value type
+            table.value_serializer = "raw"
+        return table
+
+    tables = Tables(**{name: table(name, name in ("catalog", "captures"), doc) for name, doc in TABLES.items()})
+    processor = Processor(settings, Serde(registry_url=settings.schema_registry_url),
+                          load_marketplaces(settings.marketplaces_file), tables, context=partition_context)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")
+    outgoing_topics: dict[str, faust.TopicT] = {}
+
+    async def publish(messages: list[Outgoing]) -> None:
+        for message in messages:
+            topic = outgoing_topics.get(message.topic) or outgoing_topics.setdefault(message.topic, raw_topic(message.topic))
+            await topic.send(key=message.key.encode(), value=message.value)
+
+    async def score(jobs: list[ScoreJob]) -> list[Outgoing]:
+        if not jobs:
+            return []
+        loop = asyncio.get_running_loop()
+        try:
+            views = await loop.run_in_executor(executor, scorer.score, jobs)
+        except Exception as error:  # one unreadable input must not sink the batch: retry one by one
+            log.error("scoring_batch_failed", error=repr(error), jobs=len(jobs))
+            views = [await loop.run_in_executor(executor, score_alone, job) for job in jobs]
+        return processor.apply_scores(jobs, views)
+
+    def score_alone(job: ScoreJob):
+        try:
+            return scorer.score([job])[0]
+        except Exception as error:  # score on the catalog text alone rather than lose the product
+            log.error("scoring_failed", product_id=job.product_id, error=repr(error))
+            return scorer.score([ScoreJob(job.product_id, job.catalog, None, job.source, job.catalog_changed)])[0]
+
+    def incoming(event: faust.EventT) -> Incoming:
+        m = event.message
+        return Incoming(m.topic, m.partition, m.offset, m.key, m.value)
+
+    async def batches(stream: faust.StreamT):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            yield [incoming(e) for e in events]
+
+    def fail_stop(agent):
+        """Bad messages never raise (they become dead letters), so an exception here is a bug or a lost
+        dependency. Faust would ack the batch and restart the agent, losing it; instead stop the process
+        at once, before any further offset commit, so a restarted worker processes the batch again."""
+
+        async def guarded(*args: faust.StreamT) -> None:
+            try:
+                await agent(*args)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.critical("worker_stopping_on_unexpected_error", agent=agent.__name__, error=repr(error),
+                             exc_info=True)
+                os._exit(70)
+
+        guarded.__name__ = agent.__name__
+        return guarded
+
+    @app.agent(raw_topic(names.catalog), name="catalog-updates")
+    @fail_stop
+    async def catalog_updates(stream: faust.StreamT) -> None:
+        async for batch in batches(stream):
+            out, jobs = processor.on_catalog(batch)
+            await publish(out + await score(jobs))
+
+    @app.agent(raw_topic(names.captures), name="tunnel-captures")
+    @fail_stop
+    async def tunnel_captures(stream: faust.StreamT) -> None:
+        async for batch in batches(stream):
+            out, jobs = processor.on_captures(batch)
+            await publish(out + await score(jobs))
+
+    @app.agent(raw_topic(names.shipments, names.damage_reports), name="damage-evidence")
+    @fail_stop
+    async def damage_evidence(stream: faust.StreamT) -> None:
+        async for batch in batches(stream):
+            await publish(processor.on_damage_events(batch))
+
+    @app.timer(interval=max(0.5, min(5.0, settings.catalog_wait_s / 4)))
+    @fail_stop
+    async def captures_waiting_for_catalog(_app: faust.App) -> None:
+        await publish(await score(processor.due_pending()))
+
+    app.packwise_tables = tables  # for `packwise` diagnostics and tests
+    return app

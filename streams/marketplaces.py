@@ -1,0 +1,86 @@
+"""Per-marketplace configuration: damage targets, credible level, model prior weight, packaging weights.
+
+Defaults are approximate industry figures (DESIGN.md); a site replaces them with its own through a JSON
+file named by PACKWISE_MARKETPLACES_FILE, whose entries override the defaults field by field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from models.packtypes import PackType
+from streams.errors import PackwiseError
+
+
+@dataclass(frozen=True)
+class BoxSize:
+    """A corrugated box: inner dimensions (longest side first) and its weight including void fill."""
+
+    name: str
+    inner_mm: tuple[float, float, float]
+    weight_g: float
+
+    def fits(self, item_mm: tuple[float, float, float]) -> bool:
+        return all(i <= b for i, b in zip(sorted(item_mm, reverse=True), self.inner_mm))
+
+
+@dataclass(frozen=True)
+class Marketplace:
+    code: str
+    target_damage_rate: float  # certify a package type only if its damage rate is at most this
+    credible_level: float  # one-sided level of the credible bounds compared with the target
+    model_prior_weight: float  # how many shipments the model's probability counts as in the posterior
+    sioc_weight_g: float
+    poly_bag_weight_g: float
+    padded_mailer_weight_g: float
+    boxes: tuple[BoxSize, ...]  # smallest first
+    promising_factor: float = 4.0  # a lighter type is worth a physical test if p_model <= factor * target
+
+    def box_for(self, item_mm: tuple[float, float, float]) -> BoxSize:
+        """The smallest box the item fits in (the largest box when nothing fits)."""
+        return next((box for box in self.boxes if box.fits(item_mm)), self.boxes[-1])
+
+    def packaging_weight_g(self, pack: PackType, item_mm: tuple[float, float, float]) -> float:
+        if pack is PackType.BOX:
+            return self.box_for(item_mm).weight_g
+        return {PackType.SIOC: self.sioc_weight_g, PackType.POLY_BAG: self.poly_bag_weight_g,
+                PackType.PADDED_MAILER: self.padded_mailer_weight_g}[pack]
+
+
+_BOXES = (
+    BoxSize("S", (250.0, 180.0, 100.0), 150.0),
+    BoxSize("M", (350.0, 250.0, 150.0), 260.0),
+    BoxSize("L", (450.0, 350.0, 250.0), 420.0),
+    BoxSize("XL", (600.0, 450.0, 400.0), 600.0),
+)
+
+DEFAULT_MARKETPLACES: dict[str, Marketplace] = {
+    "NA": Marketplace("NA", 0.005, 0.95, 200.0, 5.0, 20.0, 70.0, _BOXES),
+    # EU and JP ship shorter distances with stricter damage expectations and lighter mailers.
+    "EU": Marketplace("EU", 0.004, 0.95, 200.0, 5.0, 18.0, 60.0, _BOXES),
+    "JP": Marketplace("JP", 0.003, 0.95, 200.0, 5.0, 15.0, 55.0,
+                      tuple(replace(b, weight_g=b.weight_g * 0.9) for b in _BOXES)),
+}
+
+
+def load_marketplaces(path: str | None) -> dict[str, Marketplace]:
+    """The defaults, with the overrides of a JSON file `{"EU": {"target_damage_rate": 0.003}, ...}`."""
+    if not path:
+        return dict(DEFAULT_MARKETPLACES)
+    try:
+        overrides: Mapping[str, Mapping[str, Any]] = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise PackwiseError(f"PACKWISE_MARKETPLACES_FILE={path} cannot be read as JSON: {error}") from None
+    known = {f.name for f in fields(Marketplace)} - {"code", "boxes"}
+    result = dict(DEFAULT_MARKETPLACES)
+    for code, values in overrides.items():
+        unknown = set(values) - known
+        if unknown:
+            raise PackwiseError(f"PACKWISE_MARKETPLACES_FILE={path}: unknown keys {sorted(unknown)} for {code}; "
+                                f"accepted: {sorted(known)}")
+        base = result.get(code, replace(DEFAULT_MARKETPLACES["NA"], code=code))
+        result[code] = replace(base, **{k: float(v) for k, v in values.items()})
+    return result

@@ -1,0 +1,190 @@
+"""The decision policy: pure functions of (model probabilities, damage statistics, marketplace config).
+
+No I/O here (DESIGN.md invariant 4), so every case can be tested exhaustively and replayed.
+
+For each package type the observed counts update a Beta prior centred on the model's calibrated damage
+probability and worth `model_prior_weight` shipments (Clopper-Pearson bounds alone when the product
+was not scored). A type is *certifiable* when observed damages do not contradict it (lower
+bound within the target) and either the model's certification verdict holds or the posterior upper bound is
+within the target. The decision is the lightest certifiable type; with none, the box, pending a person's
+test of the lightest promising lighter type.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+from scipy.special import betaincinv
+
+from models.packtypes import PACK_TYPES, PackType
+from streams.marketplaces import Marketplace
+
+TINY = 1e-9  # keeps Beta parameters positive where a side has no evidence at all
+
+
+class DecisionStatus(str, enum.Enum):
+    AUTO_CERTIFIED = "auto_certified"
+    NEEDS_TEST = "needs_test"
+
+
+class RelabelCause(str, enum.Enum):
+    DAMAGE_EXCEEDS_TARGET = "damage_exceeds_target"
+    LIGHTER_CERTIFIABLE = "lighter_certifiable"
+    CATALOG_CHANGED = "catalog_changed"
+    RESCORED = "rescored"  # a new capture or model version changed the model's verdict
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the model said about one product: calibrated probabilities and certification verdicts."""
+
+    probabilities: Mapping[PackType, float]
+    certified: Mapping[PackType, bool]
+    version: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    shipments: int = 0
+    damages: int = 0
+
+
+@dataclass(frozen=True)
+class Evidence:
+    package_type: PackType
+    model_probability: float | None
+    model_certified: bool
+    shipments: int
+    damages: int
+    damage_rate_lower: float
+    damage_rate_upper: float
+    contradicted: bool  # observed damages: even the optimistic bound exceeds the target
+    certifiable: bool
+
+
+@dataclass(frozen=True)
+class TestProposal:
+    package_type: PackType
+    weight_saved_g: float
+    model_probability: float | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    package_type: PackType
+    status: DecisionStatus
+    reason: str
+    evidence: tuple[Evidence, ...]
+    target_damage_rate: float
+    model_version: str | None
+    test: TestProposal | None
+
+    def evidence_for(self, pack: PackType) -> Evidence:
+        return self.evidence[pack.index]
+
+
+@dataclass(frozen=True)
+class Relabel:
+    from_package_type: PackType
+    to_package_type: PackType
+    cause: RelabelCause
+    reason: str
+    evidence: Evidence  # of from_package_type
+
+
+def credible_bounds(model_probability: float | None, counts: Counts, market: Marketplace) -> tuple[float, float]:
+    """(lower, upper) one-sided bounds at market.credible_level on the damage rate.
+
+    Without a model these are the Clopper-Pearson bounds (0 damages in n shipments: upper ~ 3/n at 95%);
+    a model score adds `model_prior_weight` pseudo-shipments at its probability to both sides."""
+    prior_damages = prior_clean = 0.0
+    if model_probability is not None:
+        p = min(max(model_probability, 0.0), 1.0)
+        prior_damages, prior_clean = market.model_prior_weight * p, market.model_prior_weight * (1.0 - p)
+    damages = min(counts.damages, counts.shipments)
+    clean = counts.shipments - damages
+    level = market.credible_level
+    upper = betaincinv(damages + 1 + prior_damages, clean + prior_clean + TINY, level)
+    lower = betaincinv(damages + prior_damages + TINY, clean + 1 + prior_clean, 1.0 - level)
+    return float(lower), float(upper)
+
+
+def _evidence(pack: PackType, model: ModelView | None, counts: Counts, market: Marketplace) -> Evidence:
+    probability = model.probabilities[pack] if model else None
+    model_certified = bool(model and model.certified.get(pack, False))
+    lower, upper = credible_bounds(probability, counts, market)
+    target = market.target_damage_rate
+    contradicted = counts.damages > 0 and lower > target
+    certifiable = not contradicted and (model_certified or upper <= target)
+    return Evidence(pack, probability, model_certified, counts.shipments, counts.damages, lower, upper,
+                    contradicted, certifiable)
+
+
+def _pct(rate: float) -> str:
+    return f"{100 * rate:.2f}%"
+
+
+def decide(
+    model: ModelView | None,
+    counts: Mapping[PackType, Counts],
+    market: Marketplace,
+    item_mm: tuple[float, float, float],
+) -> Decision:
+    """The lightest package type the evidence certifies, or the box pending a test."""
+    evidence = tuple(_evidence(pack, model, counts.get(pack, Counts()), market) for pack in PACK_TYPES)
+    target = market.target_damage_rate
+    certified = [e for e in evidence if e.certifiable]
+    if certified:
+        chosen, status = certified[0], DecisionStatus.AUTO_CERTIFIED
+        if chosen.model_certified and chosen.damage_rate_upper > target:
+            reason = (f"model certifies {chosen.package_type.value} at target {_pct(target)} "
+                      f"(p={_pct(chosen.model_probability or 0.0)}); {chosen.damages} damages in "
+                      f"{chosen.shipments} shipments do not contradict it")
+        else:
+            reason = (f"{chosen.damages} damages in {chosen.shipments} {chosen.package_type.value} shipments: "
+                      f"upper bound {_pct(chosen.damage_rate_upper)} <= target {_pct(target)}")
+    else:
+        chosen, status = evidence[PackType.BOX.index], DecisionStatus.NEEDS_TEST
+        reason = f"no package type meets target {_pct(target)} yet; box until a physical test says otherwise"
+    test = _test_proposal(evidence, chosen.package_type, market, item_mm)
+    if test and status is DecisionStatus.NEEDS_TEST:
+        reason += f"; test {test.package_type.value} (saves {test.weight_saved_g:.0f} g per unit)"
+    return Decision(chosen.package_type, status, reason, evidence, target,
+                    model.version if model else None, test)
+
+
+def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Marketplace,
+                   item_mm: tuple[float, float, float]) -> TestProposal | None:
+    """The lightest type lighter than `chosen` that the data do not rule out and the model finds promising
+    (any such type when the product was not scored): the test that would save the most packaging."""
+    target = market.target_damage_rate
+    for e in evidence[: chosen.index]:
+        promising = e.model_probability is None or e.model_probability <= market.promising_factor * target
+        if promising and not e.contradicted:
+            saved = market.packaging_weight_g(chosen, item_mm) - market.packaging_weight_g(e.package_type, item_mm)
+            return TestProposal(e.package_type, saved, e.model_probability)
+    return None
+
+
+def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool = False) -> Relabel | None:
+    """The trigger to publish when `decision` moves a product off the package type it had, else None."""
+    if previous is None or previous is decision.package_type:
+        return None
+    before = decision.evidence_for(previous)
+    target = decision.target_damage_rate
+    if catalog_changed:
+        cause = RelabelCause.CATALOG_CHANGED
+        reason = f"catalog changed materially; re-scored: {decision.reason}"
+    elif decision.package_type.index > previous.index and before.damages and before.damage_rate_lower > target:
+        cause = RelabelCause.DAMAGE_EXCEEDS_TARGET
+        reason = (f"{before.damages} damages in {before.shipments} {previous.value} shipments: lower bound "
+                  f"{_pct(before.damage_rate_lower)} > target {_pct(target)}; moving to {decision.package_type.value}")
+    elif decision.package_type.index < previous.index:
+        cause = RelabelCause.LIGHTER_CERTIFIABLE
+        reason = f"{decision.package_type.value} is now certifiable: {decision.reason}"
+    else:
+        cause = RelabelCause.RESCORED
+        reason = f"a new score no longer certifies {previous.value}: {decision.reason}"
+    return Relabel(previous, decision.package_type, cause, reason, before)

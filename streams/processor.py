@@ -1,0 +1,361 @@
+"""What happens to the events of one batch, with no Kafka in it: decode, validate, update the per-product
+state, ask the policy, and say what to publish. The Faust agents in streams/app.py only move batches in
+and messages out; tests drive this class with plain dicts as tables.
+
+State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md invariant 1):
+- catalog:      the latest catalog record, as its wire bytes
+- captures:     the latest tunnel capture, as its wire bytes (re-scoring after a catalog change needs it)
+- pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
+- products:     marketplace, item size, the model's last verdict, the current decision, tests requested
+- damage_stats: shipments and damages per package type, and the event ids already applied
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Callable, Mapping, MutableMapping
+
+from models.packtypes import PACK_TYPES, PackType
+from streams import metrics
+from streams.logs import get_logger
+from streams.marketplaces import Marketplace
+from streams.policy import Counts, Decision, ModelView, Relabel, decide, relabel
+from streams.serde import Serde, SerdeError
+from streams.settings import Settings
+from streams.topics import DEAD_LETTER_SUFFIX
+from streams.validation import ValidationError, validate
+
+log = get_logger("packwise.processor")
+
+# How many applied event ids each product remembers. Redeliveries come from the window between a
+# commit and a crash (seconds of traffic), far fewer than this per product.
+APPLIED_IDS_KEPT = 1024
+EVENT_NAMESPACE = uuid.UUID("6f2d7c1e-3b1a-4c55-8e0f-5a7e1c9b2d40")
+MATERIAL_FIELDS = ("title", "description", "bullet_points", "item_length_mm", "item_width_mm", "item_height_mm",
+                   "item_weight_g")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed message, exactly as read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish: its topic, product key and wire bytes (None: a tombstone)."""
+
+    topic: str
+    key: str
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """A product to score with whatever it has: catalog text, tunnel images, or both; `source` is the
+    topic and partition of the message that asked for it (the partition that owns the product's state)."""
+
+    product_id: str
+    catalog: dict[str, Any] | None
+    capture: dict[str, Any] | None
+    source: tuple[str, int]
+    catalog_changed: bool = False
+
+
+# Table writes must know the partition of the product they belong to (Faust routes changelog and RocksDB
+# writes by the event being processed); the app passes a context that says so, tests pass none.
+PartitionContext = Callable[[str, int], AbstractContextManager]
+
+
+def no_context(topic: str, partition: int) -> AbstractContextManager:
+    return nullcontext()
+
+
+@dataclass
+class Tables:
+    catalog: MutableMapping[str, bytes] = field(default_factory=dict)
+    captures: MutableMapping[str, bytes] = field(default_factory=dict)
+    pending: MutableMapping[str, dict] = field(default_factory=dict)
+    products: MutableMapping[str, dict] = field(default_factory=dict)
+    damage_stats: MutableMapping[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    captures: str
+    catalog: str
+    shipments: str
+    damage_reports: str
+    decisions: str
+    relabels: str
+    tests: str
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "TopicNames":
+        prefix = settings.topic_prefix
+        return cls(*(prefix + base for base in (
+            "tunnel-captures", "catalog-updates", "shipments", "damage-reports", "pack-type-decisions",
+            "relabel-triggers", "test-requests")))
+
+
+def new_stats() -> dict:
+    return {"shipments": [0] * len(PACK_TYPES), "damages": [0] * len(PACK_TYPES), "applied": []}
+
+
+def _millis_now(clock: Callable[[], float]) -> datetime:
+    return datetime.fromtimestamp(round(clock(), 3), tz=timezone.utc)
+
+
+class Processor:
+    def __init__(self, settings: Settings, serde: Serde, marketplaces: Mapping[str, Marketplace], tables: Tables,
+                 clock: Callable[[], float] = time.time, context: PartitionContext = no_context) -> None:
+        self.settings = settings
+        self.serde = serde
+        self.marketplaces = marketplaces
+        self.tables = tables
+        self.topics = TopicNames.for_settings(settings)
+        self.clock = clock
+        self.context = context
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def _read(self, message: Incoming, contract: str, out: list[Outgoing]) -> tuple[str, dict] | None:
+        """(product id, record) of a valid message; anything else goes to the dead-letter topic."""
+        try:
+            key = message.key.decode("utf-8") if message.key is not None else None
+            record = self.serde.decode(contract, message.value)
+            validate(contract, record, key, self.marketplaces)
+        except (SerdeError, ValidationError, UnicodeDecodeError) as error:
+            out.append(self._dead_letter(message, error))
+            return None
+        return key, record
+
+    def _dead_letter(self, message: Incoming, error: Exception) -> Outgoing:
+        error_type = "SerdeError" if isinstance(error, SerdeError) else "ValidationError"
+        reason = str(error) if not isinstance(error, UnicodeDecodeError) else f"message key is not UTF-8: {error}"
+        metrics.DEAD_LETTERS.labels(topic=message.topic, error_type=error_type).inc()
+        log.warning("dead_letter", topic=message.topic, partition=message.partition, offset=message.offset,
+                    error_type=error_type, reason=reason)
+        envelope = {"reason": reason, "error_type": error_type, "original_key": message.key,
+                    "original_value": message.value, "topic": message.topic, "partition": message.partition,
+                    "offset": message.offset, "failed_at": _millis_now(self.clock)}
+        key = message.key.decode("utf-8", errors="replace") if message.key else ""
+        return Outgoing(message.topic + DEAD_LETTER_SUFFIX, key, self.serde.encode("dead_letter", envelope))
+
+    def _decoded(self, contract: str, data: bytes | None) -> dict | None:
+        """A record this worker stored itself: valid by construction."""
+        return self.serde.decode(contract, data) if data else None
+
+    # -- inputs ----------------------------------------------------------------------------------------
+
+    def on_catalog(self, batch: list[Incoming]) -> tuple[list[Outgoing], list[ScoreJob]]:
+        out: list[Outgoing] = []
+        jobs: list[ScoreJob] = []
+        for message in batch:
+            with self.context(message.topic, message.partition):
+                self._on_catalog(message, out, jobs)
+        return out, jobs
+
+    def _on_catalog(self, message: Incoming, out: list[Outgoing], jobs: list[ScoreJob]) -> None:
+        t = self.tables
+        if message.value is None and message.key:  # tombstone: the product left the catalog
+            out += self._forget(message.key.decode("utf-8", errors="replace"))
+            return
+        read = self._read(message, "catalog_update", out)
+        if read is None:
+            return
+        product, record = read
+        previous = self._decoded("catalog_update", t.catalog.get(product))
+        t.catalog[product] = message.value
+        state = t.products.get(product) or {}
+        state["marketplace"] = record["marketplace"]
+        state["item_mm"] = [record["item_length_mm"], record["item_width_mm"], record["item_height_mm"]]
+        t.products[product] = state
+        source = (message.topic, message.partition)
+        if product in t.pending:
+            del t.pending[product]
+            jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source))
+        elif state.get("model") and previous and any(previous[f] != record[f] for f in MATERIAL_FIELDS):
+            jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source,
+                                 catalog_changed=True))
+
+    def _forget(self, product: str) -> list[Outgoing]:
+        t = self.tables
+        had_decision = bool((t.products.get(product) or {}).get("decision"))
+        for table in (t.catalog, t.captures, t.pending, t.products):
+            table.pop(product, None)
+        return [Outgoing(self.topics.decisions, product, None)] if had_decision else []
+
+    def on_captures(self, batch: list[Incoming]) -> tuple[list[Outgoing], list[ScoreJob]]:
+        out: list[Outgoing] = []
+        jobs: list[ScoreJob] = []
+        for message in batch:
+            with self.context(message.topic, message.partition):
+                self._on_capture(message, out, jobs)
+        return out, jobs
+
+    def _on_capture(self, message: Incoming, out: list[Outgoing], jobs: list[ScoreJob]) -> None:
+        t = self.tables
+        read = self._read(message, "tunnel_capture", out)
+        if read is None:
+            return
+        product, record = read
+        t.captures[product] = message.value
+        state = t.products.get(product) or {}
+        if "item_mm" not in state:
+            state["item_mm"] = [record["measured_length_mm"], record["measured_width_mm"],
+                                record["measured_height_mm"]]
+            t.products[product] = state
+        catalog = self._decoded("catalog_update", t.catalog.get(product))
+        if catalog is not None:
+            jobs.append(ScoreJob(product, catalog, record, (message.topic, message.partition)))
+        elif product not in t.pending:  # kept until its catalog record arrives, never dropped
+            t.pending[product] = {"since": self.clock(), "partition": message.partition}
+
+    def on_damage_events(self, batch: list[Incoming]) -> list[Outgoing]:
+        """Shipments and damage reports: counted once per event id, then the products re-decided."""
+        out: list[Outgoing] = []
+        touched: dict[str, tuple[str, int]] = {}
+        for message in batch:
+            with self.context(message.topic, message.partition):
+                product = self._on_damage_event(message, out)
+            if product is not None:
+                touched[product] = (message.topic, message.partition)
+        for product, (topic, partition) in touched.items():
+            with self.context(topic, partition):
+                out += self.redecide(product)
+        return out
+
+    def _on_damage_event(self, message: Incoming, out: list[Outgoing]) -> str | None:
+        t = self.tables
+        contract = "shipment" if message.topic == self.topics.shipments else "damage_report"
+        read = self._read(message, contract, out)
+        if read is None:
+            return None
+        product, record = read
+        stats = t.damage_stats.get(product) or new_stats()
+        if record["event_id"] in stats["applied"]:
+            metrics.DUPLICATES.labels(topic=message.topic).inc()
+            return None
+        column = "shipments" if contract == "shipment" else "damages"
+        stats[column][PackType(record["package_type"]).index] += 1
+        stats["applied"] = (stats["applied"] + [record["event_id"]])[-APPLIED_IDS_KEPT:]
+        t.damage_stats[product] = stats
+        if contract == "shipment" and "marketplace" not in (t.products.get(product) or {}):
+            t.products[product] = {**(t.products.get(product) or {}), "marketplace": record["marketplace"]}
+        return product
+
+    def due_pending(self) -> list[ScoreJob]:
+        """Captures that waited catalog_wait_s for a catalog record: score them on images alone."""
+        now = self.clock()
+        t = self.tables
+        jobs = []
+        for product, waiting in list(t.pending.items()):
+            if now - waiting["since"] < self.settings.catalog_wait_s:
+                continue
+            with self.context(self.topics.captures, waiting["partition"]):
+                del t.pending[product]
+            capture = self._decoded("tunnel_capture", t.captures.get(product))
+            jobs.append(ScoreJob(product, None, capture, (self.topics.captures, waiting["partition"])))
+        return jobs
+
+    def apply_scores(self, jobs: list[ScoreJob], views: list[ModelView]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for job, view in zip(jobs, views, strict=True):
+            with self.context(*job.source):
+                state = self.tables.products.get(job.product_id) or {}
+                state["model"] = {"p": [view.probabilities[p] for p in PACK_TYPES],
+                                  "ok": [bool(view.certified[p]) for p in PACK_TYPES], "version": view.version}
+                self.tables.products[job.product_id] = state
+                out += self.redecide(job.product_id, catalog_changed=job.catalog_changed)
+        return out
+
+    # -- deciding --------------------------------------------------------------------------------------
+
+    def redecide(self, product: str, catalog_changed: bool = False) -> list[Outgoing]:
+        """Ask the policy again; publish the decision if it changed, a relabel trigger if the package type
+        moved, and a test request the first time a lighter type is worth testing."""
+        t = self.tables
+        state = t.products.get(product) or {}
+        model = state.get("model")
+        view = ModelView(dict(zip(PACK_TYPES, model["p"])), dict(zip(PACK_TYPES, model["ok"])),
+                         model["version"]) if model else None
+        stats = t.damage_stats.get(product) or new_stats()
+        counts = {p: Counts(stats["shipments"][i], stats["damages"][i]) for i, p in enumerate(PACK_TYPES)}
+        market = self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
+        item_mm = tuple(state.get("item_mm") or (0.0, 0.0, 0.0))
+        decision = decide(view, counts, market, item_mm)
+
+        out: list[Outgoing] = []
+        previous = state.get("decision")
+        now = _millis_now(self.clock)
+        current = {"package_type": decision.package_type.value, "status": decision.status.value,
+                   "model_version": decision.model_version}
+        if previous is None or any(previous.get(k) != v for k, v in current.items()):
+            seq = (previous or {}).get("seq", 0) + 1
+            state["decision"] = {**current, "seq": seq}
+            out.append(self._decision_message(product, market, decision, seq, now))
+            metrics.DECISIONS.labels(package_type=decision.package_type.value, status=decision.status.value).inc()
+            trigger = relabel(PackType(previous["package_type"]) if previous else None, decision, catalog_changed)
+            if trigger is not None:
+                out.append(self._relabel_message(product, market, trigger, decision, seq, now))
+                metrics.RELABELS.labels(cause=trigger.cause.value).inc()
+        requested = state.setdefault("tests", [])
+        if decision.test and decision.test.package_type.value not in requested:
+            requested.append(decision.test.package_type.value)
+            out.append(self._test_message(product, market, decision, now))
+        if out:
+            t.products[product] = state
+        return out
+
+    def _event_id(self, product: str, kind: str, seq: int | str) -> str:
+        """Deterministic ids: a decision re-published after a redelivery carries the same id."""
+        return str(uuid.uuid5(EVENT_NAMESPACE, f"{product}/{kind}/{seq}"))
+
+    def _decision_message(self, product: str, market: Marketplace, decision: Decision, seq: int,
+                          now: datetime) -> Outgoing:
+        record = {
+            "event_id": self._event_id(product, "decision", seq), "product_id": product,
+            "marketplace": market.code, "package_type": decision.package_type.value,
+            "status": decision.status.value, "reason": decision.reason,
+            "evidence": [{"package_type": e.package_type.value, "model_probability": e.model_probability,
+                          "model_certified": e.model_certified, "shipments": e.shipments, "damages": e.damages,
+                          "damage_rate_lower": e.damage_rate_lower, "damage_rate_upper": e.damage_rate_upper}
+                         for e in decision.evidence],
+            "target_damage_rate": decision.target_damage_rate, "model_version": decision.model_version,
+            "decided_at": now,
+        }
+        return Outgoing(self.topics.decisions, product, self.serde.encode("pack_type_decision", record))
+
+    def _relabel_message(self, product: str, market: Marketplace, trigger: Relabel, decision: Decision, seq: int,
+                         now: datetime) -> Outgoing:
+        e = trigger.evidence
+        record = {
+            "event_id": self._event_id(product, "relabel", seq), "product_id": product, "marketplace": market.code,
+            "from_package_type": trigger.from_package_type.value, "to_package_type": trigger.to_package_type.value,
+            "cause": trigger.cause.value, "reason": trigger.reason, "shipments": e.shipments, "damages": e.damages,
+            "damage_rate_lower": e.damage_rate_lower, "damage_rate_upper": e.damage_rate_upper,
+            "model_version": decision.model_version, "triggered_at": now,
+        }
+        return Outgoing(self.topics.relabels, product, self.serde.encode("relabel_trigger", record))
+
+    def _test_message(self, product: str, market: Marketplace, decision: Decision, now: datetime) -> Outgoing:
+        test = decision.test
+        assert test is not None
+        record = {
+            "event_id": self._event_id(product, "test", test.package_type.value), "product_id": product,
+            "marketplace": market.code, "package_type": test.package_type.value,
+            "current_package_type": decision.package_type.value, "weight_saved_g": test.weight_saved_g,
+            "model_probability": test.model_probability, "model_version": decision.model_version,
+            "requested_at": now,
+        }
+        return Outgoing(self.topics.tests, product, self.serde.encode("test_request", record))
