@@ -9,12 +9,13 @@ Processor applies each event id once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator, MutableMapping
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -57,6 +58,31 @@ def partition_context(topic: str, partition: int) -> Iterator[None]:
         _current_event.reset(token)
 
 
+class Base64Values(MutableMapping):
+    """A table of bytes values stored as base64 text."""
+
+    def __init__(self, table: MutableMapping) -> None:
+        self._table = table
+
+    def __getitem__(self, key: str) -> bytes:
+        return base64.b64decode(self._table[key])
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self._table[key] = base64.b64encode(value).decode("ascii")
+
+    def __delitem__(self, key: str) -> None:
+        del self._table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
 def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
 
@@ -74,6 +100,8 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=5,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
     )
     setup_prometheus_sensors(app, name_prefix="packwise_faust")
     names = TopicNames.for_settings(settings)
@@ -82,13 +110,13 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         return app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
-    def table(name: str, raw_values: bool, help: str) -> faust.Table:
+    def table(name: str, help: str) -> MutableMapping:
         table = app.Table(name, partitions=settings.partitions, key_type=str, help=help)
-        if raw_values:  # wire bytes kept as they are; Faust derives "json" for any non-Record value type
-            table.value_serializer = "raw"
-        return table
+        # Faust serializes table values as JSON (its changelog recovery ignores a per-table codec), so the
+        # tables that keep wire bytes keep them in base64.
+        return Base64Values(table) if name in ("catalog", "captures") else table
 
-    tables = Tables(**{name: table(name, name in ("catalog", "captures"), doc) for name, doc in TABLES.items()})
+    tables = Tables(**{name: table(name, doc) for name, doc in TABLES.items()})
     processor = Processor(settings, Serde(registry_url=settings.schema_registry_url),
                           load_marketplaces(settings.marketplaces_file), tables, context=partition_context)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")

@@ -73,7 +73,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.model:
         settings = settings.replace(model_path=str(args.model))
     scorer = Scorer.load(settings.model_path)
-    topics.verify_topics(settings, attempts=3)
+    topics.verify_topics(settings, attempts=3, timeout_s=5.0)
     import faust
 
     from streams.app import create_app
@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print every setting (PACKWISE_* variables) with its value in force")
     config.set_defaults(handler=cmd_config)
+
+    from streams import watch
+
+    watch.add_parser(sub)
 
     from models import cli as model_cli
 

@@ -1,5 +1,5 @@
-"""Read a worker table from its changelog topic, as any other consumer of the cluster can: the latest
-value of every key. Used by the demo's summary and by the tests that compare state with ground truth."""
+"""Read a worker table from its changelog topic (the latest value of every key) or a whole topic, as any
+other consumer of the cluster can. Used by the demo's summary and by the tests that compare state with ground truth."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.serde import Serde
 from streams.settings import Settings
 from streams.topics import client_config
 
@@ -20,30 +21,42 @@ def changelog_topic(settings: Settings, table: str) -> str:
 
 def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[str, Any]:
     """Every key of `table` with its latest JSON value (deleted keys left out)."""
-    topic = changelog_topic(settings, table)
+    values: dict[str, Any] = {}
+    for key, value in _read_all(settings, changelog_topic(settings, table), timeout_s):
+        if value is None:
+            values.pop(json.loads(key), None)
+        else:
+            values[json.loads(key)] = json.loads(value)
+    return values
+
+
+def read_topic(settings: Settings, topic: str, contract: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every record on `topic` so far, decoded as `contract` (tombstones left out), in partition order."""
+    serde = Serde(registry_url=settings.schema_registry_url)
+    return [serde.decode(contract, value) for _, value in _read_all(settings, topic, timeout_s) if value is not None]
+
+
+def _read_all(settings: Settings, topic: str, timeout_s: float) -> list[tuple[bytes, bytes | None]]:
+    """(key, value) of every message on `topic` up to its end when called."""
     consumer = Consumer(client_config(settings, **{"group.id": f"packwise-inspect-{uuid.uuid4().hex}",
                                                    "enable.auto.commit": False}))
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if metadata is None or metadata.error is not None:
-            return {}
+            return []
         partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
         ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
         consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
         remaining = {p for p, end in ends.items() if end > 0}
-        values: dict[str, Any] = {}
+        messages: list[tuple[bytes, bytes | None]] = []
         deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            key = json.loads(message.key())
-            if message.value() is None:
-                values.pop(key, None)
-            else:
-                values[key] = json.loads(message.value())
+            messages.append((message.key(), message.value()))
             if message.offset() + 1 >= ends[message.partition()]:
                 remaining.discard(message.partition())
-        return values
+        return messages
     finally:
         consumer.close()

@@ -2,12 +2,13 @@
 
 No I/O here (DESIGN.md invariant 4), so every case can be tested exhaustively and replayed.
 
-For each package type the observed counts update a Beta prior centred on the model's calibrated damage
-probability and worth `model_prior_weight` shipments (Clopper-Pearson bounds alone when the product
-was not scored). A type is *certifiable* when observed damages do not contradict it (lower
-bound within the target) and either the model's certification verdict holds or the posterior upper bound is
-within the target. The decision is the lightest certifiable type; with none, the box, pending a person's
-test of the lightest promising lighter type.
+For each package type, the observed shipments give a lower bound on the damage rate from the data alone
+(Clopper-Pearson) and an upper bound from the data plus the model's calibrated probability worth
+`model_prior_weight` pseudo-shipments. A type is *certifiable* when the data do not contradict it (lower
+bound within the target) and either the model certifies it or the upper bound is within the target.
+When the data contradict a type the model certified, the model is set aside for that product. The
+decision is the lightest certifiable type; with none, the box, pending a person's test of the lightest
+promising lighter type.
 """
 
 from __future__ import annotations
@@ -94,32 +95,56 @@ class Relabel:
     evidence: Evidence  # of from_package_type
 
 
-def credible_bounds(model_probability: float | None, counts: Counts, market: Marketplace) -> tuple[float, float]:
-    """(lower, upper) one-sided bounds at market.credible_level on the damage rate.
+def data_lower_bound(counts: Counts, market: Marketplace) -> float:
+    """The damage rate the observed data alone prove at least (one-sided Clopper-Pearson): the model's
+    prior never argues observed damage away."""
+    damages = min(counts.damages, counts.shipments)
+    if damages == 0:
+        return 0.0
+    return float(betaincinv(damages, counts.shipments - damages + 1, 1.0 - market.credible_level))
 
-    Without a model these are the Clopper-Pearson bounds (0 damages in n shipments: upper ~ 3/n at 95%);
-    a model score adds `model_prior_weight` pseudo-shipments at its probability to both sides."""
+
+def upper_bound(model_probability: float | None, counts: Counts, market: Marketplace) -> float:
+    """Upper bound on the damage rate at market.credible_level: Clopper-Pearson on the data (0 damages in
+    n shipments: about 3/n at 95%), with `model_prior_weight` pseudo-shipments at the model's probability."""
     prior_damages = prior_clean = 0.0
     if model_probability is not None:
         p = min(max(model_probability, 0.0), 1.0)
         prior_damages, prior_clean = market.model_prior_weight * p, market.model_prior_weight * (1.0 - p)
     damages = min(counts.damages, counts.shipments)
     clean = counts.shipments - damages
-    level = market.credible_level
-    upper = betaincinv(damages + 1 + prior_damages, clean + prior_clean + TINY, level)
-    lower = betaincinv(damages + prior_damages + TINY, clean + 1 + prior_clean, 1.0 - level)
-    return float(lower), float(upper)
+    return float(betaincinv(damages + 1 + prior_damages, clean + prior_clean + TINY, market.credible_level))
 
 
-def _evidence(pack: PackType, model: ModelView | None, counts: Counts, market: Marketplace) -> Evidence:
+def _evidence(pack: PackType, model: ModelView | None, counts: Counts, market: Marketplace,
+              model_refuted: bool) -> Evidence:
+    """Once data refute one of the model's certifications for a product, none of its verdicts count for
+    it, and its prior may only make bounds more cautious (so more damage never certifies a lighter type)."""
     probability = model.probabilities[pack] if model else None
     model_certified = bool(model and model.certified.get(pack, False))
-    lower, upper = credible_bounds(probability, counts, market)
+    lower = data_lower_bound(counts, market)
+    upper = upper_bound(probability, counts, market)
+    if model_refuted:
+        upper = max(upper, upper_bound(None, counts, market))
     target = market.target_damage_rate
-    contradicted = counts.damages > 0 and lower > target
-    certifiable = not contradicted and (model_certified or upper <= target)
+    contradicted = lower > target
+    certifiable = not contradicted and ((model_certified and not model_refuted) or upper <= target)
     return Evidence(pack, probability, model_certified, counts.shipments, counts.damages, lower, upper,
                     contradicted, certifiable)
+
+
+def _refutation(model: ModelView | None, counts: Mapping[PackType, Counts], market: Marketplace) -> str | None:
+    """Why the data refute the model for this product (the first certified type they contradict), if they do."""
+    if model is None:
+        return None
+    for pack in PACK_TYPES:
+        seen = counts.get(pack, Counts())
+        lower = data_lower_bound(seen, market)
+        if model.certified.get(pack, False) and lower > market.target_damage_rate:
+            return (f"{seen.damages} damages in {seen.shipments} {pack.value} shipments (lower bound {_pct(lower)} > "
+                    f"target {_pct(market.target_damage_rate)}) refute the model's certification; it is set aside "
+                    "for this product")
+    return None
 
 
 def _pct(rate: float) -> str:
@@ -133,12 +158,14 @@ def decide(
     item_mm: tuple[float, float, float],
 ) -> Decision:
     """The lightest package type the evidence certifies, or the box pending a test."""
-    evidence = tuple(_evidence(pack, model, counts.get(pack, Counts()), market) for pack in PACK_TYPES)
+    refutation = _refutation(model, counts, market)
+    evidence = tuple(_evidence(pack, model, counts.get(pack, Counts()), market, refutation is not None)
+                     for pack in PACK_TYPES)
     target = market.target_damage_rate
     certified = [e for e in evidence if e.certifiable]
     if certified:
         chosen, status = certified[0], DecisionStatus.AUTO_CERTIFIED
-        if chosen.model_certified and chosen.damage_rate_upper > target:
+        if chosen.model_certified and refutation is None and chosen.damage_rate_upper > target:
             reason = (f"model certifies {chosen.package_type.value} at target {_pct(target)} "
                       f"(p={_pct(chosen.model_probability or 0.0)}); {chosen.damages} damages in "
                       f"{chosen.shipments} shipments do not contradict it")
@@ -148,6 +175,8 @@ def decide(
     else:
         chosen, status = evidence[PackType.BOX.index], DecisionStatus.NEEDS_TEST
         reason = f"no package type meets target {_pct(target)} yet; box until a physical test says otherwise"
+    if refutation:
+        reason = f"{refutation}; {reason}"
     test = _test_proposal(evidence, chosen.package_type, market, item_mm)
     if test and status is DecisionStatus.NEEDS_TEST:
         reason += f"; test {test.package_type.value} (saves {test.weight_saved_g:.0f} g per unit)"

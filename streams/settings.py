@@ -96,6 +96,9 @@ class Settings:
     web_port: int = _setting(6066, "Port of the worker's web server (health, /metrics) on its web host.", _port,
                              "1-65535")
     web_host: str = _setting("127.0.0.1", "Address the worker's web server binds to.")
+    session_timeout_s: float = _setting(
+        30.0, "Consumer group session timeout in seconds: how long a worker that died silently keeps its "
+        "partitions before the group gives them to the others.", _positive_float, "a number > 0")
     batch_size: int = _setting(64, "Most captures scored in one model batch.", _positive_int, "an integer >= 1")
     batch_within_s: float = _setting(
         0.05, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",

@@ -52,6 +52,7 @@ class GroundTruth:
     shipments: dict[str, list[int]] = field(default_factory=dict)
     damages: dict[str, list[int]] = field(default_factory=dict)
     damaged_units: dict[str, list[int]] = field(default_factory=dict)  # incl. never reported
+    log: list[tuple[int, str, PackType, bool]] = field(default_factory=list)  # (round, product, type, damaged)
 
     def count(self, table: dict[str, list[int]], product: str, pack: PackType) -> None:
         table.setdefault(product, [0] * len(PACK_TYPES))[pack.index] += 1
@@ -176,6 +177,7 @@ def run_simulation(settings: Settings, config: SimulationConfig,
                     send(names.shipments, product.product_id, "shipment", record, copies())
                     truth.count(truth.shipments, product.product_id, pack)
                     outcome = ship(product, pack, rng, config.report_rate)
+                    truth.log.append((round_number, product.product_id, pack, outcome.damaged))
                     if outcome.damaged:
                         truth.count(truth.damaged_units, product.product_id, pack)
                     if outcome.reported:

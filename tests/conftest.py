@@ -40,3 +40,17 @@ def kafka_settings(kafka_bootstrap: str) -> Settings:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle, trained once per session through the CLI on a small world (about a minute on 2
+    cores). The 5% target lets a small calibration split certify light package types."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    subprocess.run([sys.executable, "-m", "streams.cli", "train", "--out", str(out), "--products", "800",
+                    "--epochs", "2", "--seed", "11", "--target", "0.05"],
+                   check=True, timeout=900, stdout=subprocess.DEVNULL)
+    return out

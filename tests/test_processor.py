@@ -1,0 +1,227 @@
+"""The per-batch logic of the worker with plain dicts as tables: no broker, every path a user would see."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from models.packtypes import PACK_TYPES, PackType
+from streams.marketplaces import DEFAULT_MARKETPLACES
+from streams.policy import ModelView
+from streams.processor import APPLIED_IDS_KEPT, Incoming, Outgoing, Processor, Tables
+from streams.serde import Serde
+from streams.settings import Settings
+from tests.samples import SAMPLES
+
+PRODUCT = SAMPLES["catalog_update"]["product_id"]
+SERDE = Serde()
+SURE = ModelView(dict(zip(PACK_TYPES, [0.03, 0.001, 0.0005, 0.0001])), dict(zip(PACK_TYPES, [False, True, True, True])),
+                 "pw-test-1")
+FRAGILE = ModelView(dict(zip(PACK_TYPES, [0.3, 0.2, 0.1, 0.0001])), dict(zip(PACK_TYPES, [False, False, False, True])),
+                    "pw-test-1")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_795_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def processor(clock: Clock) -> Processor:
+    return Processor(Settings(catalog_wait_s=30.0), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock)
+
+
+_offsets = iter(range(10_000))
+
+
+def message(topic: str, contract: str, record: dict[str, Any] | None = None, key: str | None = PRODUCT,
+            value: bytes | None = None, **changes: Any) -> Incoming:
+    if value is None and record is not None:
+        value = SERDE.encode(contract, {**record, **changes})
+    return Incoming(topic, 2, next(_offsets), key.encode() if key is not None else None, value)
+
+
+def capture(**changes: Any) -> Incoming:
+    return message("tunnel-captures", "tunnel_capture", SAMPLES["tunnel_capture"], **changes)
+
+
+def catalog(**changes: Any) -> Incoming:
+    return message("catalog-updates", "catalog_update", SAMPLES["catalog_update"], **changes)
+
+
+def shipment(event_id: str, pack: str = "poly_bag") -> Incoming:
+    return message("shipments", "shipment", SAMPLES["shipment"], event_id=event_id, package_type=pack)
+
+
+def damage(event_id: str, pack: str = "poly_bag") -> Incoming:
+    return message("damage-reports", "damage_report", SAMPLES["damage_report"], event_id=event_id, package_type=pack)
+
+
+def decoded(out: list[Outgoing], topic: str, contract: str) -> list[dict]:
+    return [SERDE.decode(contract, o.value) for o in out if o.topic == topic]
+
+
+def test_capture_waits_for_its_catalog_record_then_is_scored_with_both(processor: Processor) -> None:
+    out, jobs = processor.on_captures([capture()])
+    assert out == [] and jobs == []
+    assert PRODUCT in processor.tables.pending
+    out, jobs = processor.on_catalog([catalog()])
+    assert out == [] and len(jobs) == 1
+    assert jobs[0].catalog["title"] == SAMPLES["catalog_update"]["title"]
+    assert jobs[0].capture["views"][0]["view"] == "top"
+    assert PRODUCT not in processor.tables.pending
+
+    out = processor.apply_scores(jobs, [SURE])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "poly_bag" and decision["status"] == "auto_certified"
+    assert decision["model_version"] == "pw-test-1" and decision["marketplace"] == "EU"
+    assert [e["model_probability"] for e in decision["evidence"]] == [0.03, 0.001, 0.0005, 0.0001]
+    assert decision["target_damage_rate"] == DEFAULT_MARKETPLACES["EU"].target_damage_rate
+
+
+def test_capture_after_catalog_is_scored_at_once(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    assert len(jobs) == 1 and jobs[0].catalog is not None and jobs[0].capture is not None
+    assert jobs[0].source == ("tunnel-captures", 2)
+
+
+def test_capture_without_catalog_is_scored_on_images_after_the_wait(processor: Processor, clock: Clock) -> None:
+    processor.on_captures([capture()])
+    clock.now += 29
+    assert processor.due_pending() == []
+    clock.now += 2
+    [job] = processor.due_pending()
+    assert job.catalog is None and job.capture is not None and PRODUCT not in processor.tables.pending
+    out = processor.apply_scores([job], [FRAGILE])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["marketplace"] == "NA"  # the default until the catalog says otherwise
+    assert decision["package_type"] == "box"
+
+
+def test_material_catalog_change_rescores_and_price_change_does_not(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    processor.apply_scores(jobs, [SURE])
+    _, jobs = processor.on_catalog([catalog(price=9.99)])
+    assert jobs == []
+    _, jobs = processor.on_catalog([catalog(title="Glasvase, mundgeblasen")])
+    assert len(jobs) == 1 and jobs[0].catalog_changed and jobs[0].capture is not None
+    out = processor.apply_scores(jobs, [FRAGILE])
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert trigger["cause"] == "catalog_changed"
+    assert (trigger["from_package_type"], trigger["to_package_type"]) == ("poly_bag", "box")
+
+
+def test_tombstone_forgets_the_product_and_deletes_its_decision(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    processor.apply_scores(jobs, [SURE])
+    out, _ = processor.on_catalog([message("catalog-updates", "catalog_update", value=None)])
+    assert out == [Outgoing("pack-type-decisions", PRODUCT, None)]
+    assert PRODUCT not in processor.tables.products and PRODUCT not in processor.tables.catalog
+
+
+def test_redelivered_events_are_counted_once(processor: Processor) -> None:
+    batch = [shipment("e-1"), shipment("e-2"), shipment("e-1"), damage("d-1"), damage("d-1")]
+    processor.on_damage_events(batch)
+    processor.on_damage_events([shipment("e-2"), damage("d-1")])  # after a crash: the same events again
+    stats = processor.tables.damage_stats[PRODUCT]
+    assert stats["shipments"][PackType.POLY_BAG.index] == 2
+    assert stats["damages"][PackType.POLY_BAG.index] == 1
+    assert stats["applied"] == ["e-1", "e-2", "d-1"]
+
+
+def test_applied_ids_are_bounded_per_product(processor: Processor) -> None:
+    processor.on_damage_events([shipment(f"e-{i}") for i in range(APPLIED_IDS_KEPT + 10)])
+    stats = processor.tables.damage_stats[PRODUCT]
+    assert len(stats["applied"]) == APPLIED_IDS_KEPT and stats["applied"][-1] == f"e-{APPLIED_IDS_KEPT + 9}"
+    assert stats["shipments"][PackType.POLY_BAG.index] == APPLIED_IDS_KEPT + 10
+
+
+def test_damage_beyond_target_relabels_to_a_heavier_type(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    processor.apply_scores(jobs, [SURE])
+    events = [shipment(f"s-{i}") for i in range(100)] + [damage(f"d-{i}") for i in range(6)]
+    out = processor.on_damage_events(events)
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert trigger["cause"] == "damage_exceeds_target"
+    assert (trigger["from_package_type"], trigger["to_package_type"]) == ("poly_bag", "box")
+    assert (trigger["shipments"], trigger["damages"]) == (100, 6)
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "box" and decision["status"] == "needs_test"
+
+
+def test_unchanged_decision_is_not_republished_and_tests_are_requested_once(processor: Processor) -> None:
+    first = processor.on_damage_events([shipment("s-1", "box")])
+    assert len(decoded(first, "pack-type-decisions", "pack_type_decision")) == 1
+    [request] = decoded(first, "test-requests", "test_request")
+    assert request["package_type"] == "sioc" and request["current_package_type"] == "box"
+    assert request["weight_saved_g"] > 0
+    again = processor.on_damage_events([shipment("s-2", "box")])
+    assert again == []
+
+
+def test_decision_ids_are_deterministic(clock: Clock) -> None:
+    outputs = []
+    for _ in range(2):
+        fresh = Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock)
+        outputs.append(decoded(fresh.on_damage_events([shipment("s-1", "box")]), "pack-type-decisions",
+                               "pack_type_decision")[0]["event_id"])
+    assert outputs[0] == outputs[1]
+
+
+def _dead_letters(out: list[Outgoing], topic: str) -> list[dict]:
+    return decoded(out, topic + ".dlq", "dead_letter")
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (lambda: message("shipments", "shipment", value=b'{"oops": 1}'), "wrong magic byte 0x7b"),
+        (lambda: message("shipments", "shipment", value=b"\x00" + struct.pack(">I", 99) + b"xx"), "unknown schema id 99"),
+        (lambda: message("shipments", "shipment", value=b""), "empty value"),
+        (lambda: message("shipments", "shipment", SAMPLES["shipment"], key="OTHER"), "differs from product_id"),
+        (lambda: message("shipments", "shipment", SAMPLES["shipment"], marketplace="MARS"), "marketplace 'MARS'"),
+        (lambda: message("shipments", "shipment", SAMPLES["shipment"], key=None), "differs from product_id"),
+    ],
+)
+def test_bad_shipments_go_to_the_dead_letter_topic_and_the_rest_is_counted(processor: Processor, bad, reason) -> None:
+    poison = bad()
+    out = processor.on_damage_events([shipment("ok-1"), poison, shipment("ok-2")])
+    [letter] = _dead_letters(out, "shipments")
+    assert reason in letter["reason"]
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("shipments", 2, poison.offset)
+    assert letter["original_value"] == poison.value and letter["original_key"] == poison.key
+    assert processor.tables.damage_stats[PRODUCT]["shipments"][PackType.POLY_BAG.index] == 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "topic", "reason"),
+    [
+        (lambda: capture(measured_weight_g=-5.0), "tunnel-captures", "measured_weight_g=-5.0 is outside"),
+        (lambda: capture(views=[{"view": "top", "media_type": "text/plain", "image": b"x"}]), "tunnel-captures",
+         "media type 'text/plain'"),
+        (lambda: catalog(item_length_mm=0.0), "catalog-updates", "item_length_mm=0.0 is outside"),
+        (lambda: catalog(price=-1.0), "catalog-updates", "price=-1.0 is negative"),
+        (lambda: message("catalog-updates", "catalog_update", key=None), "catalog-updates", "empty value"),
+    ],
+)
+def test_invalid_captures_and_catalog_records_are_dead_lettered(processor: Processor, bad, topic, reason) -> None:
+    poison = bad()
+    handler = processor.on_captures if topic == "tunnel-captures" else processor.on_catalog
+    out, jobs = handler([poison])
+    [letter] = _dead_letters(out, topic)
+    assert reason in letter["reason"] and letter["offset"] == poison.offset
+    assert jobs == [] and PRODUCT not in processor.tables.captures and PRODUCT not in processor.tables.catalog

@@ -1,0 +1,190 @@
+"""The worker against the real broker: exact counts end to end, through kill -9, scale-out, poison input,
+operator mistakes, and the feedback loop that corrects a wrong model."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import pytest
+from confluent_kafka import Producer
+
+from models.packtypes import PackType
+from streams.inspect import read_table, read_topic
+from streams.serde import Serde
+from streams.settings import Settings
+from streams.simulator import SimulationConfig, SimulationResult, run_simulation
+from streams.topics import create_topics, producer_config
+from tests.harness import WorkerProcess, worker_settings, write_marketplaces
+from tests.samples import SAMPLES
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+T = TypeVar("T")
+
+
+@pytest.fixture
+def base(kafka_settings: Settings) -> Settings:
+    settings = kafka_settings.replace(app_id=f"pw-{uuid.uuid4().hex[:8]}", session_timeout_s=6.0,
+                                      catalog_wait_s=5.0)
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def workers(tmp_path: Path):
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, name: str, bundle: Path, **changes) -> WorkerProcess:
+        worker = WorkerProcess(worker_settings(settings, tmp_path, name, bundle, **changes), tmp_path / f"{name}.log")
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
+def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(1.0)
+
+
+def count_mismatches(settings: Settings, result: SimulationResult) -> list[str]:
+    stats = read_table(settings, "damage_stats")
+    wrong = []
+    for product in result.truth.shipments:
+        expected = (result.truth.shipments[product], result.truth.damages.get(product, [0, 0, 0, 0]))
+        got = stats.get(product)
+        if got is None or (got["shipments"], got["damages"]) != expected:
+            wrong.append(f"{product}: expected {expected}, got {got and (got['shipments'], got['damages'])}")
+    return wrong
+
+
+def undecided(settings: Settings, result: SimulationResult) -> list[str]:
+    products = read_table(settings, "products")
+    return [p.product_id for p in result.products if not (products.get(p.product_id) or {}).get("decision")]
+
+
+def assert_converges(settings: Settings, result: SimulationResult, timeout_s: float = 90.0) -> None:
+    mismatches = wait_until(lambda: count_mismatches(settings, result), lambda m: not m, timeout_s)
+    assert mismatches == [], f"{len(mismatches)} products differ from ground truth, e.g. {mismatches[:3]}"
+    missing = wait_until(lambda: undecided(settings, result), lambda m: not m, 30)
+    assert missing == [], f"{len(missing)} products without a decision, e.g. {missing[:3]}"
+
+
+def simulate_in_background(settings: Settings, config: SimulationConfig) -> tuple[threading.Thread, list]:
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(run_simulation(settings, config)), daemon=True)
+    thread.start()
+    return thread, box
+
+
+SMALL = SimulationConfig(products=150, rounds=6, units_per_round=3, round_interval_s=1.0, captures_per_s=300,
+                         duplicate_rate=0.05, report_delay_s_per_day=0.02, seed=7)
+
+
+def test_end_to_end_every_product_decided_and_counts_exact(base: Settings, workers, trained_bundle: Path) -> None:
+    workers(base, "worker-0", trained_bundle)
+    result = run_simulation(base, SMALL)
+    assert sum(map(sum, result.truth.shipments.values())) == 150 * 6 * 3
+    assert sum(map(sum, result.truth.damages.values())) > 0  # the damage path is exercised
+    assert_converges(base, result)
+
+
+def test_kill_9_mid_stream_loses_and_double_counts_nothing(base: Settings, workers, trained_bundle: Path) -> None:
+    worker = workers(base, "worker-0", trained_bundle)
+    thread, box = simulate_in_background(base, SMALL)
+    time.sleep(5.0)  # the tunnel has passed and shipping has begun
+    worker.kill()
+    worker.start()  # same name: same RocksDB folder, as a restarted pod
+    thread.join(300)
+    assert_converges(base, box[0])
+
+
+def test_a_worker_joins_and_another_leaves_mid_stream(base: Settings, workers, trained_bundle: Path) -> None:
+    first = workers(base, "worker-0", trained_bundle)
+    thread, box = simulate_in_background(base, SMALL)
+    time.sleep(3.0)
+    workers(base, "worker-1", trained_bundle)
+    time.sleep(3.0)
+    first.stop()
+    thread.join(300)
+    assert_converges(base, box[0])
+
+
+def test_poison_input_goes_to_dead_letters_with_coordinates(base: Settings, workers, trained_bundle: Path) -> None:
+    from tests.test_processor import message  # builds valid and broken messages alike
+
+    workers(base, "worker-0", trained_bundle)
+    serde = Serde()
+    names = {"tunnel_capture": "tunnel-captures", "catalog_update": "catalog-updates", "shipment": "shipments",
+             "damage_report": "damage-reports"}
+    broken = {
+        "malformed": lambda c: message("", c, value=b'{"not": "avro"}'),
+        "unknown-id": lambda c: message("", c, value=b"\x00\x7f\xff\xff\xfe\x02"),
+        "invalid": lambda c: message("", c, SAMPLES[c], key="SOMEONE-ELSE"),
+    }
+    producer = Producer(producer_config(base))
+    placed: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def remember(label):
+        return lambda error, msg: placed.__setitem__(label, (msg.partition(), msg.offset()))
+
+    for contract, topic_base in names.items():
+        topic = base.topic_prefix + topic_base
+        for kind, build in broken.items():
+            poison = build(contract)
+            producer.produce(topic, key=poison.key, value=poison.value, on_delivery=remember((topic, kind)))
+            producer.produce(topic, key=SAMPLES[contract]["product_id"].encode(),
+                             value=serde.encode(contract, {**SAMPLES[contract], "event_id": str(uuid.uuid4())}))
+    assert producer.flush(30) == 0
+
+    def dead_letters() -> dict[tuple[str, int, int], dict]:
+        letters = {}
+        for topic_base in names.values():
+            for record in read_topic(base, base.topic_prefix + topic_base + ".dlq", "dead_letter"):
+                letters[(record["topic"], record["partition"], record["offset"])] = record
+        return letters
+
+    letters = wait_until(dead_letters, lambda found: len(found) >= len(placed), 60)
+    assert len(letters) == len(placed) == 12
+    for (topic, kind), (partition, offset) in placed.items():
+        letter = letters[(topic, partition, offset)]
+        expected = {"malformed": "wrong magic byte", "unknown-id": "unknown schema id",
+                    "invalid": "differs from product_id"}[kind]
+        assert expected in letter["reason"]
+    stats = wait_until(lambda: read_table(base, "damage_stats"), lambda s: SAMPLES["shipment"]["product_id"] in s, 30)
+    counts = stats[SAMPLES["shipment"]["product_id"]]
+    assert sum(counts["shipments"]) == 3 and sum(counts["damages"]) == 3  # the valid events between the poison
+
+
+def test_feedback_loop_moves_a_misjudged_group_to_a_safe_package(base: Settings, workers, trained_bundle: Path,
+                                                                 tmp_path: Path) -> None:
+    target = 0.05
+    settings = base.replace(marketplaces_file=str(write_marketplaces(tmp_path / "markets.json", target)))
+    workers(settings, "worker-0", trained_bundle)
+    config = SimulationConfig(products=120, rounds=14, units_per_round=6, round_interval_s=1.0, captures_per_s=300,
+                              report_rate=1.0, report_delay_s_per_day=0.02, sabotaged=12, seed=21)
+    result = run_simulation(settings, config)
+    sabotaged = set(result.sabotaged)
+    first_round = [(p, pack) for r, p, pack, _ in result.truth.log if r == 0 and p in sabotaged]
+    shipped_light = {p for p, pack in first_round if pack.index < PackType.BOX.index}
+    assert shipped_light, "the model sent none of the misjudged products light: nothing for the loop to correct"
+    late = [(pack, damaged) for r, p, pack, damaged in result.truth.log if r >= config.rounds - 4 and p in shipped_light]
+    late_rate = sum(d for _, d in late) / len(late)
+    early = [d for r, p, _, d in result.truth.log if r == 0 and p in shipped_light]
+    assert sum(early) / len(early) > target  # they really were breaking
+    assert late_rate <= target, f"damage rate of the misjudged group stayed at {late_rate:.1%}"
+    triggers = [t for t in read_topic(settings, settings.topic_prefix + "relabel-triggers", "relabel_trigger")
+                if t["product_id"] in shipped_light]
+    assert {t["cause"] for t in triggers} >= {"damage_exceeds_target"}
+    moved = {t["product_id"] for t in triggers
+             if PackType(t["to_package_type"]).index > PackType(t["from_package_type"]).index}
+    assert moved == shipped_light
