@@ -58,6 +58,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
+    if args.markdown:  # the README's configuration reference
+        print("| variable | default | meaning |\n|---|---|---|")
+        for name, default, doc in reference_table():
+            default = default.replace(str(Path.home()), "~")
+            print(f"| `{name}` | `{default}` | {doc} |" if default else f"| `{name}` | | {doc} |")
+        return 0
     rows = reference_table(settings)
     width = max(len(name) for name, _, _ in rows)
     for name, value, doc in rows:
@@ -113,6 +119,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(args.settings, args.products, args.rounds, args.train_products, args.epochs, args.keep_broker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="packwise",
@@ -144,7 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="products that break in light packaging although they do not look it")
     simulate.set_defaults(handler=cmd_simulate)
 
+    demo = sub.add_parser("demo", help="everything on this machine: broker, model, worker, simulated center, live view")
+    demo.add_argument("--products", type=int, default=300, help="products in the simulated center")
+    demo.add_argument("--rounds", type=int, default=12, help="shipping rounds (about a second each)")
+    demo.add_argument("--train-products", type=int, default=3000, help="products the demo model trains on")
+    demo.add_argument("--epochs", type=int, default=3, help="training epochs of the demo model")
+    demo.add_argument("--keep-broker", action="store_true", help="leave the broker running if the demo started it")
+    demo.set_defaults(handler=cmd_demo)
+
     config = sub.add_parser("config", help="print every setting (PACKWISE_* variables) with its value in force")
+    config.add_argument("--markdown", action="store_true", help="the defaults as a markdown table (for the README)")
     config.set_defaults(handler=cmd_config)
 
     from streams import watch

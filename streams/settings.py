@@ -91,8 +91,8 @@ class Settings:
         "rocksdb", "Table storage: rocksdb (on disk under the state folder, fast restarts) or memory.",
         _store, "rocksdb or memory")
     worker_name: str = _setting(
-        "worker-0", "Name of this worker: its data folder under the state folder and its static group "
-        "membership id; unique per worker (a StatefulSet pod name).")
+        "worker-0", "Name of this worker: its own data folder under the state folder; unique per worker "
+        "(a StatefulSet pod name).")
     web_port: int = _setting(6066, "Port of the worker's web server (health, /metrics) on its web host.", _port,
                              "1-65535")
     web_host: str = _setting("127.0.0.1", "Address the worker's web server binds to.")

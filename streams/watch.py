@@ -358,6 +358,7 @@ class FollowOptions:
     once: bool = False  # stop when every partition has been read to its end
     duration_s: float | None = None  # stop after this long; None: until interrupted
     connect_timeout_s: float = 10.0
+    until: Callable[[], bool] | None = None  # stop once this says so (the demo: when the simulation is done)
 
 
 def _output_topics(settings: Settings) -> dict[str, Contract]:
@@ -422,6 +423,8 @@ def follow(settings: Settings, state: WatchState, options: FollowOptions = Follo
                 # A big view takes long to draw: space the refreshes so drawing never starves reading.
                 next_refresh, changed = time.monotonic() + max(REFRESH_S, 4 * (time.monotonic() - began)), False
             if options.once and len(at_end) == len(partitions):
+                break
+            if options.until is not None and options.until():
                 break
     finally:
         consumer.close()

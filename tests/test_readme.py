@@ -1,0 +1,31 @@
+"""The README's reference sections say what the code does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.broker import kafka_version
+from streams.settings import Settings, reference_table
+from streams.topics import TopicRole, topic_specs
+
+
+def test_configuration_reference_lists_every_setting_with_its_doc(repo_root: Path) -> None:
+    readme = (repo_root / "README.md").read_text()
+    missing = [name for name, _, doc in reference_table() if f"`{name}`" not in readme or doc not in readme]
+    assert missing == []
+
+
+def test_topics_table_names_every_topic_with_its_cleanup_policy(repo_root: Path) -> None:
+    readme = (repo_root / "README.md").read_text()
+    for spec in topic_specs(Settings()):
+        if spec.role in (TopicRole.INPUT, TopicRole.OUTPUT):
+            assert f"| `{spec.name}` |" in readme and f"| {spec.cleanup_policy} |" in readme
+
+
+def test_readme_names_the_kafka_version_in_use(repo_root: Path) -> None:
+    assert f"Apache Kafka **{kafka_version()}**" in (repo_root / "README.md").read_text()
+
+
+def test_ci_runs_exactly_the_readme_test_command(repo_root: Path) -> None:
+    assert "make test   #" in (repo_root / "README.md").read_text()
+    assert (repo_root / ".ci" / "run").read_text().strip().endswith("exec make test")
