@@ -149,8 +149,8 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         m = event.message
         return Incoming(m.topic, m.partition, m.offset, m.key, m.value)
 
-    async def batches(stream: faust.StreamT):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+    async def batches(stream: faust.StreamT, size: int = settings.batch_size):
+        async for events in stream.take_events(size, within=settings.batch_within_s):
             yield [incoming(e) for e in events]
 
     def fail_stop(agent):
@@ -188,7 +188,7 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
     @app.agent(raw_topic(names.shipments, names.damage_reports), name="damage-evidence")
     @fail_stop
     async def damage_evidence(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
+        async for batch in batches(stream, settings.stats_batch_size):
             await publish(processor.on_damage_events(batch))
 
     @app.timer(interval=max(0.5, min(5.0, settings.catalog_wait_s / 4)))

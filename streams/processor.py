@@ -222,37 +222,38 @@ class Processor:
             t.pending[product] = {"since": self.clock(), "partition": message.partition}
 
     def on_damage_events(self, batch: list[Incoming]) -> list[Outgoing]:
-        """Shipments and damage reports: counted once per event id, then the products re-decided."""
+        """Shipments and damage reports: counted once per event id, then the products re-decided. Each
+        product's statistics are read and written once per batch, however many of its events it holds."""
         out: list[Outgoing] = []
-        touched: dict[str, tuple[str, int]] = {}
+        t = self.tables
+        touched: dict[str, tuple[dict, tuple[str, int], str | None]] = {}  # product -> stats, source, marketplace
         for message in batch:
-            with self.context(message.topic, message.partition):
-                product = self._on_damage_event(message, out)
-            if product is not None:
-                touched[product] = (message.topic, message.partition)
-        for product, (topic, partition) in touched.items():
-            with self.context(topic, partition):
+            contract = "shipment" if message.topic == self.topics.shipments else "damage_report"
+            read = self._read(message, contract, out)
+            if read is None:
+                continue
+            product, record = read
+            if product in touched:
+                stats, source, marketplace = touched[product]
+            else:
+                stats, source, marketplace = t.damage_stats.get(product) or new_stats(), None, None
+            if record["event_id"] in stats["applied"]:
+                metrics.DUPLICATES.labels(topic=message.topic).inc()
+                continue
+            column = "shipments" if contract == "shipment" else "damages"
+            stats[column][PackType(record["package_type"]).index] += 1
+            stats["applied"].append(record["event_id"])
+            touched[product] = (stats, (message.topic, message.partition),
+                                record["marketplace"] if contract == "shipment" else marketplace)
+        for product, (stats, source, marketplace) in touched.items():
+            with self.context(*source):
+                stats["applied"] = stats["applied"][-APPLIED_IDS_KEPT:]
+                t.damage_stats[product] = stats
+                state = t.products.get(product) or {}
+                if marketplace and "marketplace" not in state:
+                    t.products[product] = {**state, "marketplace": marketplace}
                 out += self.redecide(product)
         return out
-
-    def _on_damage_event(self, message: Incoming, out: list[Outgoing]) -> str | None:
-        t = self.tables
-        contract = "shipment" if message.topic == self.topics.shipments else "damage_report"
-        read = self._read(message, contract, out)
-        if read is None:
-            return None
-        product, record = read
-        stats = t.damage_stats.get(product) or new_stats()
-        if record["event_id"] in stats["applied"]:
-            metrics.DUPLICATES.labels(topic=message.topic).inc()
-            return None
-        column = "shipments" if contract == "shipment" else "damages"
-        stats[column][PackType(record["package_type"]).index] += 1
-        stats["applied"] = (stats["applied"] + [record["event_id"]])[-APPLIED_IDS_KEPT:]
-        t.damage_stats[product] = stats
-        if contract == "shipment" and "marketplace" not in (t.products.get(product) or {}):
-            t.products[product] = {**(t.products.get(product) or {}), "marketplace": record["marketplace"]}
-        return product
 
     def due_pending(self) -> list[ScoreJob]:
         """Captures that waited catalog_wait_s for a catalog record: score them on images alone."""

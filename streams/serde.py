@@ -226,7 +226,9 @@ class Serde:
         stream = io.BytesIO(data)
         stream.seek(HEADER.size)
         try:
-            record = fastavro.schemaless_reader(stream, writer.parsed, reader.parsed)
+            # Same version on both sides (the usual case): no schema resolution, about twice as fast.
+            resolve_to = None if writer is reader else reader.parsed
+            record = fastavro.schemaless_reader(stream, writer.parsed, resolve_to)
         except Exception as error:  # fastavro reports short or corrupt bodies through many exception types
             raise SerdeError(
                 f"{contract_name} message body is truncated or corrupt: it does not decode as schema id "

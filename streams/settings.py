@@ -100,6 +100,9 @@ class Settings:
         30.0, "Consumer group session timeout in seconds: how long a worker that died silently keeps its "
         "partitions before the group gives them to the others.", _positive_float, "a number > 0")
     batch_size: int = _setting(64, "Most captures scored in one model batch.", _positive_int, "an integer >= 1")
+    stats_batch_size: int = _setting(
+        500, "Most shipments and damage reports applied in one batch (each product written once per batch).",
+        _positive_int, "an integer >= 1")
     batch_within_s: float = _setting(
         0.05, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",
         _positive_float, "a number > 0")

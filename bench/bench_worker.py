@@ -1,0 +1,339 @@
+"""Benchmarks of the stream worker against a real broker (started here on free ports, stopped by pid).
+
+    .venv/bin/python bench/bench_worker.py stats     # statistics path vs a plain aiokafka loop
+    .venv/bin/python bench/bench_worker.py scoring   # scoring path vs offline batch inference
+    .venv/bin/python bench/bench_worker.py latency   # capture -> decision latency at a steady rate
+    .venv/bin/python bench/bench_worker.py memory    # worker RSS with N products, restart time
+    .venv/bin/python bench/bench_worker.py all
+
+Each run appends its figures, the command and the machine to bench/RESULTS-worker.md. The machine is
+shared and noisy: compare the ratios measured side by side in one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Producer  # noqa: E402
+
+from streams.broker import LocalBroker, free_port  # noqa: E402
+from streams.inspect import read_topic  # noqa: E402
+from streams.serde import Serde  # noqa: E402
+from streams.settings import Settings, env_name  # noqa: E402
+from streams.topics import admin_client, create_topics, producer_config  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS-worker.md"
+SERDE = Serde()
+PACKS = ["sioc", "poly_bag", "padded_mailer", "box"]
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{model}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+
+
+def record(title: str, lines: list[str], command: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"\n## {title} ({stamp})\n\n`{command}` on {machine()}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    with open(RESULTS, "a") as results:
+        results.write(text)
+    print(text)
+
+
+class Worker:
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings, self.log = settings, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        env = {**os.environ, **{env_name(k): "" if v is None else str(v) for k, v in vars(self.settings).items()},
+               "PACKWISE_LOG_FORMAT": "json"}
+        started = time.monotonic()
+        with open(self.log, "a") as log:
+            log.write("\n=== start ===\n")
+            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=ROOT)
+        while "Worker]: Ready" not in self.log.read_text(errors="replace").rsplit("=== start ===", 1)[-1]:
+            if self.process.poll() is not None:
+                raise SystemExit(f"worker died: {self.log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def rss_mib(self) -> float:
+        process = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(120)
+
+
+def committed_total(settings: Settings, topics: list[str]) -> int:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    admin = admin_client(settings)
+    partitions = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+    future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.app_id, partitions)])
+    result = list(future.values())[0].result()
+    return sum(max(tp.offset, 0) for tp in result.topic_partitions)
+
+
+def produce(settings: Settings, messages) -> int:
+    producer = Producer(producer_config(settings, **{"linger.ms": 50, "batch.size": 1_000_000,
+                                                     "queue.buffering.max.messages": 1_000_000}))
+    count = 0
+    for topic, key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    producer.flush(120)
+    return count
+
+
+def damage_events(settings: Settings, products: int, per_product: int):
+    """Shipments and damage reports (1 in 50), encoded once per distinct shape and re-keyed: the benchmark
+    measures the worker, not the producer."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    for i in range(products * per_product):
+        product = f"B{i % products:08d}"
+        pack = PACKS[i % 4]
+        if i % 50 == 49:
+            record = {"event_id": str(uuid.uuid4()), "product_id": product, "shipment_id": None, "package_type": pack,
+                      "source": "review", "reason_code": "BROKEN", "comment": None, "reported_at": now}
+            yield settings.topic_prefix + "damage-reports", product, SERDE.encode("damage_report", record)
+        else:
+            record = {"event_id": str(uuid.uuid4()), "product_id": product, "shipment_id": f"S{i}", "package_type": pack,
+                      "marketplace": "NA", "fulfillment_center": "FC-SEA1", "shipped_at": now}
+            yield settings.topic_prefix + "shipments", product, SERDE.encode("shipment", record)
+
+
+async def plain_loop(settings: Settings, topics: list[str], expected: int) -> float:
+    """The floor to compare with: aiokafka consuming and decoding the same topics, nothing else."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+    await consumer.start()
+    seen, started = 0, time.monotonic()
+    try:
+        while seen < expected:
+            for tp, batch in (await consumer.getmany(timeout_ms=500, max_records=2000)).items():
+                contract = "shipment" if tp.topic.endswith("shipments") else "damage_report"
+                for message in batch:
+                    SERDE.decode(contract, message.value)
+                seen += len(batch)
+    finally:
+        await consumer.stop()
+    return expected / (time.monotonic() - started)
+
+
+def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_product: int) -> list[str]:
+    settings = base.replace(app_id=f"bench-stats-{uuid.uuid4().hex[:6]}", topic_prefix=f"st{uuid.uuid4().hex[:6]}.")
+    create_topics(settings)
+    total = produce(settings, damage_events(settings, products, per_product))
+    topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
+    plain = [asyncio.run(plain_loop(settings, topics, total)) for _ in range(3)]
+    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "stats")), tmp / "stats.log")
+    worker.start()
+    samples: list[tuple[float, int]] = []
+    try:
+        while not samples or samples[-1][1] < total:
+            samples.append((time.monotonic(), committed_total(settings, topics)))
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+    first = next(i for i, (_, n) in enumerate(samples) if n > 0)
+    # rate between the first and the last commit observed, so start-up and the 2.8 s commit cadence are out
+    t0, n0 = samples[first]
+    t1, n1 = samples[-1]
+    rate = (n1 - n0) / (t1 - t0)
+    return [f"statistics path: {total} events ({products} products, {per_product} per product, 1 in 50 a damage report), "
+            f"{settings.partitions} partitions",
+            f"plain aiokafka consume+decode loop: median {statistics.median(plain):,.0f} events/s (runs: "
+            f"{', '.join(f'{r:,.0f}' for r in plain)})",
+            f"one worker: {rate:,.0f} events/s ({n1 - n0} events between the first and last commits)",
+            f"ratio worker / plain loop: {rate / statistics.median(plain):.0%} (targets: >= 5,000 events/s, >= 30%)"]
+
+
+def capture_messages(settings: Settings, products: int, seed: int):
+    from models.world import World, WorldConfig, capture_record, catalog_record
+    import numpy as np
+
+    world = World.generate(WorldConfig(seed=seed, n_products=products))
+    rng = np.random.default_rng(seed)
+    catalogs = [catalog_record(p) for p in world.products]
+    captures = [capture_record(p, rng) for p in world.products]
+    return catalogs, captures
+
+
+def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> list[str]:
+    from models.bundle import load_bundle
+
+    settings = base.replace(app_id=f"bench-score-{uuid.uuid4().hex[:6]}", topic_prefix=f"sc{uuid.uuid4().hex[:6]}.")
+    create_topics(settings)
+    catalogs, captures = capture_messages(settings, products, seed=31)
+    loaded = load_bundle(bundle)
+    decoded = [SERDE.decode("tunnel_capture", SERDE.encode("tunnel_capture", c)) for c in captures]
+    offline = []
+    for _ in range(3):
+        started = time.monotonic()
+        for i in range(0, products, settings.batch_size):
+            loaded.predict(catalogs[i:i + settings.batch_size], decoded[i:i + settings.batch_size])
+        offline.append(products / (time.monotonic() - started))
+    del loaded
+    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "scoring")), tmp / "scoring.log")
+    worker.start()
+    try:
+        produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
+                           for c in catalogs))
+        time.sleep(5.0)  # the catalog is in; now the tunnel
+        produce(settings, ((settings.topic_prefix + "tunnel-captures", c["product_id"], SERDE.encode("tunnel_capture", c))
+                           for c in captures))
+        deadline = time.monotonic() + 600
+        decisions: list[dict] = []
+        while time.monotonic() < deadline:
+            decisions = read_topic(settings, settings.topic_prefix + "pack-type-decisions", "pack_type_decision")
+            if len({d["product_id"] for d in decisions if d["model_version"]}) >= products:
+                break
+            time.sleep(2.0)
+    finally:
+        worker.stop()
+    scored = sorted(d["decided_at"] for d in decisions if d["model_version"])
+    span = (scored[-1] - scored[0]).total_seconds()
+    rate = (len(scored) - 1) / span
+    median_offline = statistics.median(offline)
+    return [f"scoring path: {products} products, catalog first, then every capture (4 views, 48x48 PNG) at once; "
+            f"batch size {settings.batch_size}",
+            f"offline Bundle.predict on the same decoded records: median {median_offline:,.0f} captures/s (runs: "
+            f"{', '.join(f'{r:,.0f}' for r in offline)})",
+            f"one worker: {rate:,.0f} captures/s (first to last decision: {span:.1f} s)",
+            f"streaming overhead: {1 - rate / median_offline:.0%} (target: at most 20%)"]
+
+
+def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds: float) -> list[str]:
+    settings = base.replace(app_id=f"bench-lat-{uuid.uuid4().hex[:6]}", topic_prefix=f"la{uuid.uuid4().hex[:6]}.")
+    create_topics(settings)
+    count = int(rate * seconds)
+    catalogs, captures = capture_messages(settings, count, seed=41)
+    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "latency")), tmp / "latency.log")
+    worker.start()
+    try:
+        produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
+                           for c in catalogs))
+        time.sleep(5.0)
+        producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        topic = settings.topic_prefix + "tunnel-captures"
+        started = time.monotonic()
+        for i, capture in enumerate(captures):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            now = datetime.fromtimestamp(round(time.time(), 3), tz=timezone.utc)
+            producer.produce(topic, key=capture["product_id"].encode(),
+                             value=SERDE.encode("tunnel_capture", {**capture, "captured_at": now}))
+            producer.poll(0)
+        producer.flush(30)
+        time.sleep(5.0)
+        decisions = read_topic(settings, settings.topic_prefix + "pack-type-decisions", "pack_type_decision")
+    finally:
+        worker.stop()
+    lat = []
+    # captured_at was stamped at send time; the decision's decided_at is stamped by the worker (same clock)
+    by_product = {d["product_id"]: d for d in decisions if d["model_version"]}
+    stamps = read_topic(settings, topic, "tunnel_capture")
+    for capture in stamps:
+        decision = by_product.get(capture["product_id"])
+        if decision is not None:
+            lat.append((decision["decided_at"] - capture["captured_at"]).total_seconds() * 1000)
+    lat.sort()
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    return [f"latency: {count} captures at a steady {rate:.0f}/s for {seconds:.0f} s, each of a distinct product "
+            f"whose catalog record is already in; {len(lat)} of {count} decided",
+            f"capture -> decision: p50 {p(0.50):.0f} ms, p90 {p(0.90):.0f} ms, p99 {p(0.99):.0f} ms, max {lat[-1]:.0f} ms "
+            f"(target: p99 < 250 ms)"]
+
+
+def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list[str]:
+    settings = base.replace(app_id=f"bench-mem-{uuid.uuid4().hex[:6]}", topic_prefix=f"me{uuid.uuid4().hex[:6]}.")
+    create_topics(settings)
+    total = produce(settings, damage_events(settings, products, 1))
+    topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
+    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "memory")), tmp / "memory.log")
+    worker.start()
+    idle_rss = worker.rss_mib()
+    peak = idle_rss
+    started = time.monotonic()
+    try:
+        while committed_total(settings, topics) < total:
+            peak = max(peak, worker.rss_mib())
+            time.sleep(1.0)
+        filled = time.monotonic() - started
+        loaded_rss = worker.rss_mib()
+        worker.stop()
+        disk = sum(f.stat().st_size for f in (tmp / "memory").rglob("*") if f.is_file()) / 2**20
+        restart = worker.start()
+        restarted_rss = worker.rss_mib()
+    finally:
+        worker.stop()
+    return [f"memory: {products:,} products in damage_stats and products (one shipment or report each)",
+            f"worker RSS: {idle_rss:,.0f} MiB empty (model loaded), {loaded_rss:,.0f} MiB with {products:,} products "
+            f"(peak while filling {peak:,.0f} MiB); RocksDB on disk {disk:,.0f} MiB; filled in {filled:,.0f} s",
+            f"restart from local RocksDB (SIGTERM, start, until ready): {restart:.1f} s; RSS after restart "
+            f"{restarted_rss:,.0f} MiB"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=["stats", "scoring", "latency", "memory", "all"])
+    parser.add_argument("--bundle", type=Path, help="model bundle (default: train a small one)")
+    parser.add_argument("--products", type=int, default=20_000, help="stats: products")
+    parser.add_argument("--per-product", type=int, default=10, help="stats: events per product")
+    parser.add_argument("--score-products", type=int, default=3000, help="scoring: products")
+    parser.add_argument("--rate", type=float, default=50.0, help="latency: captures per second")
+    parser.add_argument("--seconds", type=float, default=60.0, help="latency: duration")
+    parser.add_argument("--memory-products", type=int, default=1_000_000, help="memory: products")
+    args = parser.parse_args()
+    command = "python bench/bench_worker.py " + " ".join(sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="packwise-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        broker = LocalBroker(tmp / "kafka", free_port(), free_port(), heap="1g")
+        broker.start(echo=False)
+        try:
+            bundle = args.bundle
+            if bundle is None:
+                bundle = tmp / "bundle"
+                subprocess.run([sys.executable, "-m", "streams.cli", "train", "--out", str(bundle), "--products", "1500",
+                                "--epochs", "2", "--seed", "5"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            base = Settings(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_s=10.0)
+            runs = {"stats": lambda: bench_stats(base, tmp, bundle, args.products, args.per_product),
+                    "scoring": lambda: bench_scoring(base, tmp, bundle, args.score_products),
+                    "latency": lambda: bench_latency(base, tmp, bundle, args.rate, args.seconds),
+                    "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products)}
+            for name in (runs if args.which == "all" else [args.which]):
+                record(f"worker benchmark: {name}", runs[name](), command)
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
