@@ -33,8 +33,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str) -> Settings:
-    """Settings pointing at the session broker, with a topic prefix of their own so tests never collide."""
-    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:8]}.", partitions=3)
+    """Settings pointing at the session broker, with a topic prefix and app id (changelog topics) of their own
+    so tests never collide."""
+    run = uuid.uuid4().hex[:8]
+    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{run}.", app_id=f"pw-{run}", partitions=3)
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,7 @@ T = TypeVar("T")
 
 @pytest.fixture
 def base(kafka_settings: Settings) -> Settings:
-    settings = kafka_settings.replace(app_id=f"pw-{uuid.uuid4().hex[:8]}", session_timeout_s=6.0,
-                                      catalog_wait_s=5.0)
+    settings = kafka_settings.replace(session_timeout_s=6.0, catalog_wait_s=5.0)
     create_topics(settings)
     return settings
 

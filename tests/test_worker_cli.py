@@ -1,0 +1,79 @@
+"""`packwise worker` refuses to start on operator mistakes with one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import NewTopic
+
+from streams.settings import Settings
+from streams.topics import admin_client, create_topics
+from tests.harness import settings_env
+
+
+def worker(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **settings_env(settings)}
+    return subprocess.run([sys.executable, "-m", "streams.cli", "worker", *args], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+def assert_one_line(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for phrase in phrases:
+        assert phrase in result.stderr
+
+
+def test_no_model_given(tmp_path: Path) -> None:
+    assert_one_line(worker(Settings(state_dir=str(tmp_path), model_path="")), "no model bundle given")
+
+
+def test_missing_bundle(tmp_path: Path) -> None:
+    result = worker(Settings(state_dir=str(tmp_path)), "--model", str(tmp_path / "nowhere"))
+    assert_one_line(result, "cannot load the model", "nowhere", "does not exist")
+
+
+def test_corrupt_bundle(tmp_path: Path, trained_bundle: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_bundle, broken)
+    weights = broken / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert_one_line(worker(Settings(state_dir=str(tmp_path)), "--model", str(broken)),
+                    "cannot load the model", "weights.pt")
+
+
+def test_unreachable_broker_after_bounded_retry(tmp_path: Path, trained_bundle: Path) -> None:
+    settings = Settings(state_dir=str(tmp_path), bootstrap_servers="127.0.0.1:1", model_path=str(trained_bundle))
+    assert_one_line(worker(settings), "cannot reach Kafka at 127.0.0.1:1")
+
+
+@pytest.mark.kafka
+def test_topics_missing(kafka_settings: Settings, tmp_path: Path, trained_bundle: Path) -> None:
+    settings = kafka_settings.replace(state_dir=str(tmp_path), model_path=str(trained_bundle))
+    assert_one_line(worker(settings), "topics missing on", "packwise topics create")
+
+
+@pytest.mark.kafka
+def test_partition_counts_that_break_co_partitioning(kafka_settings: Settings, tmp_path: Path,
+                                                     trained_bundle: Path) -> None:
+    settings = kafka_settings.replace(state_dir=str(tmp_path), model_path=str(trained_bundle))
+    create_topics(settings)
+    damage_reports = settings.topic_prefix + "damage-reports"
+    admin = admin_client(settings)
+    admin.delete_topics([damage_reports])[damage_reports].result()
+    wrong = {}
+    for _ in range(30):  # deletion completes asynchronously
+        wrong = admin.create_topics([NewTopic(damage_reports, 1, 1)])
+        try:
+            wrong[damage_reports].result()
+            break
+        except Exception:
+            import time
+
+            time.sleep(0.5)
+    assert_one_line(worker(settings), f"{damage_reports} has 1 (expected 3)")
