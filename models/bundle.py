@@ -1,0 +1,163 @@
+"""The model as an artifact: a versioned bundle directory, one loader, and batched inference.
+
+    bundle = load_bundle("bundles/pw-20261129-1a2b3c4d")
+    predictions = bundle.predict(catalog_records, capture_records)   # lists of equal length, items may be None
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import features
+from models.calibrate import calibrated
+from models.imbalance import Imbalance
+from models.network import DamageNet, Modality, NetworkConfig
+from models.packtypes import PACK_TYPES, PackType
+from models.tokenizer import Tokenizer
+from models.train import FitResult, predict_logits, set_threads
+
+BUNDLE_FORMAT = 1
+FILES = ("weights.pt", "tokenizer.model", "config.json", "calibration.json", "metrics.json")
+
+
+class BundleError(Exception):
+    """A bundle directory is missing, incomplete or corrupt."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    product_id: str | None
+    probabilities: dict[PackType, float]  # calibrated P(damaged) per package type
+    certified: dict[PackType, bool]  # auto-certified: probability at or below the type's threshold
+    lightest_certified: PackType | None
+    bundle_version: str
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bundle_version(fingerprint: str, when: datetime | None = None) -> str:
+    return f"pw-{(when or datetime.now(timezone.utc)):%Y%m%d}-{fingerprint[:8]}"
+
+
+def save_bundle(result: FitResult, out_dir: Path) -> Path:
+    """Write weights, tokenizer, configuration, calibration, metrics card and a manifest of checksums."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BundleError(f"bundle directory {out_dir} already exists and is not empty; choose a new --out.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = bundle_version(result.fingerprint)
+    buffer = io.BytesIO()
+    torch.save(result.model.state_dict(), buffer)
+    (out_dir / "weights.pt").write_bytes(buffer.getvalue())
+    (out_dir / "tokenizer.model").write_bytes(result.tokenizer.model_proto)
+    config = {"network": dataclasses.asdict(result.net_config), "train": dataclasses.asdict(result.train_config),
+              "world": dataclasses.asdict(result.world_config)}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    calibration = {
+        "pack_types": [p.value for p in PACK_TYPES], "temperature": result.temperature.tolist(),
+        "bias": result.bias.tolist(), "target": result.train_config.target, "delta": result.train_config.delta,
+        "certification": [dataclasses.asdict(c) for c in result.certifications],
+    }
+    (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
+    card = {"version": version, "modality": result.net_config.modality.value,
+            "imbalance": result.train_config.imbalance.value, "seed": result.train_config.seed,
+            "data_fingerprint": result.fingerprint, "train_seconds": round(result.train_seconds, 1),
+            "test_metrics": result.test_metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(card, indent=2))
+    manifest = {"format": BUNDLE_FORMAT, "version": version, "created_at": datetime.now(timezone.utc).isoformat(),
+                "seed": result.train_config.seed, "data_fingerprint": result.fingerprint,
+                "files": {name: _sha256(out_dir / name) for name in FILES}}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out_dir
+
+
+class Bundle:
+    """A loaded bundle: the network, tokenizer and calibration, ready for batched inference."""
+
+    def __init__(self, path: Path, manifest: dict, config: dict, calibration: dict, card: dict, model: DamageNet,
+                 tokenizer: Tokenizer):
+        self.path = path
+        self.version: str = manifest["version"]
+        self.data_fingerprint: str = manifest["data_fingerprint"]
+        self.config = config
+        self.metrics_card = card
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_size: int = int(config["world"]["image_size"])
+        self.temperature = np.asarray(calibration["temperature"], dtype=np.float64)
+        self.bias = np.asarray(calibration["bias"], dtype=np.float64)
+        self.thresholds = np.asarray([c["threshold"] for c in calibration["certification"]], dtype=np.float64)
+        self.target: float = calibration["target"]
+        self.delta: float = calibration["delta"]
+
+    def probabilities(self, f: features.Features) -> np.ndarray:
+        """Calibrated P(damaged), [B, 4] in PACK_TYPES order (the fast path for evaluation)."""
+        return calibrated(predict_logits(self.model, f), self.temperature, self.bias)
+
+    def predict(self, catalog_records: list[dict | None], captures: list[dict | None]) -> list[Prediction]:
+        """Score a batch. Item i uses catalog_records[i] and captures[i]; either may be None (that side is
+        masked). An item the model cannot see at all (no input of a modality it uses) is certified for
+        nothing."""
+        if len(catalog_records) != len(captures):
+            raise ValueError(f"predict got {len(catalog_records)} catalog records and {len(captures)} captures; "
+                             "the lists must have equal length (use None for a missing one).")
+        if not catalog_records:
+            return []
+        probs = self.probabilities(features.from_records(self.tokenizer, catalog_records, captures, self.image_size))
+        network = self.model.config
+        predictions = []
+        for i, (catalog, capture) in enumerate(zip(catalog_records, captures)):
+            seen = (network.uses_text and catalog is not None) or (network.uses_images and capture is not None)
+            certified = {p: bool(seen and probs[i, t] <= self.thresholds[t]) for t, p in enumerate(PACK_TYPES)}
+            product_id = (catalog or capture or {}).get("product_id")
+            predictions.append(Prediction(
+                product_id=product_id, probabilities={p: float(probs[i, t]) for t, p in enumerate(PACK_TYPES)},
+                certified=certified, lightest_certified=next((p for p in PACK_TYPES if certified[p]), None),
+                bundle_version=self.version))
+        return predictions
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and verify a bundle directory; raises BundleError naming the path and the problem."""
+    path = Path(path)
+    set_threads()  # torch's default counts the machine's cores, not the ones this worker may use
+    if not path.is_dir():
+        raise BundleError(f"bundle {path} does not exist or is not a directory.")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise BundleError(f"bundle {path} has no manifest.json; it is not a packwise bundle or is incomplete.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BundleError(f"bundle {path} has a corrupt manifest.json.") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"bundle {path} has format {manifest.get('format')!r}; this packwise reads format "
+                          f"{BUNDLE_FORMAT}.")
+    for name in FILES:
+        if not (path / name).is_file():
+            raise BundleError(f"bundle {path} is missing {name}.")
+        if _sha256(path / name) != manifest.get("files", {}).get(name):
+            raise BundleError(f"bundle {path} has a corrupt {name} (its checksum does not match the manifest).")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        calibration = json.loads((path / "calibration.json").read_text())
+        card = json.loads((path / "metrics.json").read_text())
+        network_fields = dict(config["network"], modality=Modality(config["network"]["modality"]))
+        model = DamageNet(NetworkConfig(**network_fields))
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        tokenizer = Tokenizer((path / "tokenizer.model").read_bytes())
+        config["train"]["imbalance"] = Imbalance(config["train"]["imbalance"]).value
+    except Exception as error:  # any decoding failure means the bundle cannot be used
+        raise BundleError(f"bundle {path} cannot be loaded: {type(error).__name__}: {error}.") from None
+    return Bundle(path, manifest, config, calibration, card, model, tokenizer)

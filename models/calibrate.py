@@ -1,0 +1,132 @@
+"""Calibration (temperature scaling) and certification thresholds with a finite-sample guarantee.
+
+The guarantee, per package type t: let R_t(λ) = E[ p_t(X) | p̂_t(X) ≤ λ ] be the damage rate of a
+shipment in type t of a product drawn from the product population and certified at threshold λ —
+the mean of the true per-product damage probability over certified products (equivalently the long-run
+share of damaged shipments if every certified product ships equally often). Then
+
+    P( R_t(λ̂_t) ≤ α ) ≥ 1 − δ   over the draw of the calibration products and their audit outcomes.
+
+Why it holds: calibration products are i.i.d. from the population, each with one fully observed audit
+shipment per type, so among the n_λ products with p̂ ≤ λ the damage count is exactly
+Binomial(n_λ, R_t(λ)) given n_λ. The p-value P(Bin(n_λ, α) ≤ k_λ) is valid for H_λ: R_t(λ) > α.
+Thresholds come from a grid fixed before looking at calibration labels (score quantiles on the
+separate temperature split) and are tested in a fixed sequence, stopping at the first non-rejection
+(Learn-then-Test with fixed-sequence testing): the family-wise error is ≤ δ without a Bonferroni
+correction. The sequence starts at the threshold the temperature split predicts most likely to pass
+(small thresholds certify too few products for any test to reject, so starting at the smallest would
+end the sequence at once) and moves to larger thresholds; the order depends only on the separate
+split, which keeps the guarantee. Certifying nothing is always allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+GRID_LEVELS = np.linspace(0.02, 1.0, 50)  # score quantiles tested, in increasing order from the start
+
+
+def fit_temperature(logits: np.ndarray, damaged: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per package type a temperature T and an offset b minimising the binomial NLL of
+    sigmoid(logit / T + b) on held-out data.
+
+    The offset undoes prior shifts that a temperature alone cannot: resampling or class weights during
+    training, and training on under-reported damages while audits see every damage."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    k = torch.as_tensor(damaged, dtype=torch.float64)
+    n = torch.as_tensor(trials, dtype=torch.float64)
+    log_t = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t, bias], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        s = z / log_t.exp() + bias
+        loss = (k * torch.nn.functional.softplus(-s) + (n - k) * torch.nn.functional.softplus(s)).sum() / n.sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return log_t.detach().exp().numpy(), bias.detach().numpy()
+
+
+def calibrated(logits: np.ndarray, temperature: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * (logits / temperature + bias)))  # a sigmoid that cannot overflow
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(Bin(n, p) ≤ k), an exact sum in log space (k is small: damages are rare)."""
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    terms = [base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def clopper_pearson_upper(k: int, n: int, delta: float) -> float:
+    """One-sided (1 − δ) Clopper–Pearson upper bound on a binomial rate: the p with P(Bin(n, p) ≤ k) = δ."""
+    if n == 0 or k >= n:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if binomial_cdf(k, n, mid) > delta else (lo, mid)
+    return hi
+
+
+@dataclass(frozen=True)
+class Certification:
+    threshold: float  # certify when calibrated P(damaged) ≤ threshold; -1 certifies nothing
+    n_certified: int  # calibration products under the threshold
+    n_damaged: int  # of those, damaged in their audit shipment
+    upper_bound: float  # Clopper–Pearson (1 − δ) upper bound on their damage rate
+
+
+def _most_powerful(grid: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray, grid_shipments: int, n: int,
+                   target: float, delta: float) -> int:
+    """Index of the grid threshold whose test on n calibration products is most likely to reject, as
+    predicted from the separate split alone: where the sequence starts."""
+    best, best_power = len(grid), 0.0
+    for i, threshold in enumerate(grid):
+        certified = grid_scores <= threshold
+        expected_n = int(round(certified.mean() * n))
+        critical = next((k for k in range(expected_n + 1) if binomial_cdf(k, expected_n, target) > delta), 0) - 1
+        if critical < 0:
+            continue
+        # A slightly pessimistic rate, so a split that saw no damage does not promise certainty.
+        rate = (grid_damaged[certified].sum() + 0.5) / (certified.sum() * grid_shipments + 1)
+        power = binomial_cdf(critical, expected_n, rate)
+        if power > best_power:
+            best, best_power = i, power
+    return best
+
+
+def certify_threshold(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray,
+                      grid_shipments: int, target: float, delta: float) -> Certification:
+    """The largest threshold passing the fixed-sequence binomial test on the calibration products.
+
+    scores, damaged: calibration products (one audit shipment each). grid_scores, grid_damage_rate: a
+    separate split (scores, and damages out of grid_shipments audit shipments per product), used only to place the grid and pick where the
+    sequence starts; the calibration labels never influence the order of the tests."""
+    grid = np.quantile(grid_scores, GRID_LEVELS)
+    start = _most_powerful(grid, grid_scores, grid_damaged, grid_shipments, len(scores), target, delta)
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, sorted_damaged = scores[order], np.cumsum(damaged[order])
+    best = Certification(-1.0, 0, 0, 1.0)
+    for threshold in grid[start:]:
+        n = int(np.searchsorted(sorted_scores, threshold, side="right"))
+        k = int(sorted_damaged[n - 1]) if n else 0
+        if n == 0 or binomial_cdf(k, n, target) > delta:
+            break
+        best = Certification(float(threshold), n, k, clopper_pearson_upper(k, n, delta))
+    return best

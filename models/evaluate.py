@@ -1,0 +1,166 @@
+"""Measuring a damage model against the world's hidden truth, and the report pages and plots.
+
+Metrics use the hidden per-product damage probability as the label weight (a product with true
+p = 2% counts 0.02 as a damaged shipment and 0.98 as an undamaged one): the limit of infinitely many
+audit shipments, so comparisons between models are not drowned in Bernoulli noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.packtypes import PACK_TYPES, PackType  # noqa: E402
+from models.world import Product  # noqa: E402
+
+PACK_WEIGHT_G = {PackType.SIOC: 5.0, PackType.POLY_BAG: 20.0, PackType.PADDED_MAILER: 70.0}
+# Corrugated boxes: inner length, width, height (mm) and weight (g); the smallest fitting one is used.
+BOXES = ((200, 150, 100, 150.0), (300, 250, 150, 250.0), (400, 300, 250, 380.0), (600, 400, 400, 600.0))
+BOX_PADDING_MM = 10.0
+
+
+def box_weight_g(length_mm: float, width_mm: float, height_mm: float) -> float:
+    dims = sorted((length_mm + BOX_PADDING_MM, width_mm + BOX_PADDING_MM, height_mm + BOX_PADDING_MM), reverse=True)
+    for box_l, box_w, box_h, grams in BOXES:
+        if dims[0] <= box_l and dims[1] <= box_w and dims[2] <= box_h:
+            return grams
+    return BOXES[-1][3]
+
+
+def pr_curve(scores: np.ndarray, damage: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall of flagging damage (high score first), weighted by the true probability."""
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(damage[order])
+    fp = np.cumsum(1.0 - damage[order])
+    return tp / np.maximum(tp + fp, 1e-12), tp / max(tp[-1], 1e-12)
+
+
+def average_precision(scores: np.ndarray, damage: np.ndarray) -> float:
+    """Area under the precision–recall curve (step-wise, as average precision)."""
+    precision, recall = pr_curve(scores, damage)
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def metrics(probs: np.ndarray, thresholds: np.ndarray, products: list[Product]) -> dict:
+    """PR-AUC, certification coverage and risk per package type; the packing plan's weight saved."""
+    truth = np.asarray([p.damage_probability for p in products])
+    certified = probs <= thresholds[None, :]
+    per_type = {}
+    for t, pack in enumerate(PACK_TYPES):
+        c = certified[:, t]
+        per_type[pack.value] = {
+            "pr_auc": average_precision(probs[:, t], truth[:, t]),
+            "base_damage_rate": float(truth[:, t].mean()),
+            "threshold": float(thresholds[t]),
+            "coverage": float(c.mean()),
+            "certified_damage_rate": float(truth[c, t].mean()) if c.any() else 0.0,
+            # Recall at the certification precision: the share of undamaged shipments that get certified.
+            "safe_recall": float((1 - truth[c, t]).sum() / (1 - truth[:, t]).sum()),
+        }
+    # The plan: the lightest certified type, else a box.
+    box = len(PACK_TYPES) - 1
+    chosen = np.where(certified[:, :box].any(1), np.argmax(certified[:, :box], axis=1), box)
+    box_weights = np.asarray([box_weight_g(p.length_mm, p.width_mm, p.height_mm) for p in products])
+    light_weights = np.asarray([PACK_WEIGHT_G[PACK_TYPES[t]] for t in range(box)] + [0.0])
+    chosen_weights = np.where(chosen == box, box_weights, light_weights[chosen])
+    moved = chosen != box
+    chosen_risk = truth[np.arange(len(products)), chosen]
+    return {
+        "per_type": per_type,
+        "n_products": len(products),
+        "coverage_lighter_than_box": float(moved.mean()),
+        "weight_saved_share": float((box_weights - chosen_weights).sum() / box_weights.sum()),
+        "weight_saved_g_per_product": float((box_weights - chosen_weights).mean()),
+        "damage_rate_of_moved": float(chosen_risk[moved].mean()) if moved.any() else 0.0,
+        "damage_rate_of_plan": float(chosen_risk.mean()),
+    }
+
+
+def plot_pr_curves(curves: dict[str, tuple[np.ndarray, list[Product]]], path: Path) -> None:
+    """One panel per package type, one curve per model."""
+    fig, axes = plt.subplots(1, len(PACK_TYPES), figsize=(4 * len(PACK_TYPES), 3.6))
+    for name, (probs, products) in curves.items():
+        truth = np.asarray([p.damage_probability for p in products])
+        for t, ax in enumerate(axes):
+            precision, recall = pr_curve(probs[:, t], truth[:, t])
+            ax.plot(recall, precision, label=f"{name} (AP {average_precision(probs[:, t], truth[:, t]):.3f})")
+    for t, ax in enumerate(axes):
+        ax.set(title=f"damage in {PACK_TYPES[t].value}", xlabel="recall", ylabel="precision", ylim=(0, 1))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_reliability(probs: np.ndarray, products: list[Product], path: Path) -> None:
+    """Calibrated probability against the true damage probability, in quantile bins per package type."""
+    truth = np.asarray([p.damage_probability for p in products])
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for t, pack in enumerate(PACK_TYPES):
+        order = np.argsort(probs[:, t])
+        bins = np.array_split(order, 12)
+        ax.plot([probs[b, t].mean() for b in bins], [truth[b, t].mean() for b in bins], "o-", label=pack.value, ms=3)
+    ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=1)
+    ax.set(xscale="log", yscale="log", xlim=(1e-5, 0.3), ylim=(1e-5, 0.3), xlabel="predicted P(damage)",
+           ylabel="true P(damage)", title="reliability")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_coverage_risk(curves: dict[str, tuple[np.ndarray, list[Product]]], target: float, path: Path) -> None:
+    """Share of products certified against the true damage rate among them, as the threshold moves."""
+    fig, axes = plt.subplots(1, len(PACK_TYPES), figsize=(4 * len(PACK_TYPES), 3.6))
+    for name, (probs, products) in curves.items():
+        truth = np.asarray([p.damage_probability for p in products])
+        for t, ax in enumerate(axes):
+            order = np.argsort(probs[:, t])
+            n = np.arange(1, len(order) + 1)
+            ax.plot(n / len(order), np.cumsum(truth[order, t]) / n, label=name)
+    for t, ax in enumerate(axes):
+        ax.axhline(target, color="k", ls=":", lw=1)
+        ax.set(title=PACK_TYPES[t].value, xlabel="coverage", ylabel="damage rate among certified", yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def metrics_table(rows: dict[str, dict]) -> str:
+    """A markdown table: one row per model, PR-AUC and certification per package type, plan savings."""
+    head = ["model"] + [f"PR-AUC {p.value}" for p in PACK_TYPES[:3]] + \
+           [f"safe-recall {p.value}" for p in PACK_TYPES[:3]] + \
+           ["coverage < box", "weight saved", "g saved/product", "damage rate of moved"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in rows.items():
+        cells = [name] + [f"{m['per_type'][p.value]['pr_auc']:.3f}" for p in PACK_TYPES[:3]] + \
+                [f"{m['per_type'][p.value]['safe_recall']:.1%}" for p in PACK_TYPES[:3]] + \
+                [f"{m['coverage_lighter_than_box']:.1%}", f"{m['weight_saved_share']:.1%}",
+                 f"{m['weight_saved_g_per_product']:.0f}", f"{m['damage_rate_of_moved']:.3%}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(title: str, command: str, curves: dict[str, tuple[np.ndarray, list[Product]]],
+                 rows: dict[str, dict], target: float, out_dir: Path, notes: str = "") -> Path:
+    """A markdown page with the metrics table and the three plots, beside its PNGs."""
+    out_dir = Path(out_dir)
+    plots = out_dir / "report"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_pr_curves(curves, plots / "pr_curves.png")
+    first = next(iter(curves))
+    plot_reliability(*curves[first], plots / "reliability.png")
+    plot_coverage_risk(curves, target, plots / "coverage_risk.png")
+    page = out_dir / "REPORT.md"
+    page.write_text(f"# {title}\n\nRegenerate with:\n\n```\n{command}\n```\n\n{notes}\n\n"
+                    f"## Metrics on fresh products\n\n{metrics_table(rows)}\n\n"
+                    f"![precision-recall](report/pr_curves.png)\n\n"
+                    f"![reliability ({first})](report/reliability.png)\n\n"
+                    f"![coverage vs risk](report/coverage_risk.png)\n")
+    return page

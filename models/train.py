@@ -1,0 +1,218 @@
+"""Training: the world's history into tensors, the training loop, and the full fit (train, calibrate,
+certify, measure) whose result `models.bundle.save_bundle` writes to disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models import calibrate, evaluate, features
+from models.imbalance import Imbalance, damage_loss, epoch_counts, positive_weight, smote_embeddings
+from models.network import DamageNet, Modality, NetworkConfig
+from models.tokenizer import Tokenizer, catalog_document, train_tokenizer
+from models.world import World, WorldConfig, catalog_record
+
+SPLITS = {"train": 0.50, "temperature": 0.10, "calibration": 0.30, "test": 0.10}
+# Damages are rare, so the temperature fit sees several audit shipments per product; the calibration
+# split sees exactly one, which is what makes its damage count binomial.
+AUDIT_REPEATS = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    imbalance: Imbalance = Imbalance.NONE
+    focal_gamma: float = 2.0
+    two_phase_split: float = 0.5  # share of epochs in phase 1 (undersampled)
+    smote_head_epochs: int = 3
+    modality_dropout: float = 0.15  # drop text or images per example, so one-sided inputs score well
+    target: float = 0.005  # damage rate allowed among certified products
+    delta: float = 0.05  # allowed probability that the certified rate exceeds the target
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A world turned into model inputs and labels, split by product."""
+
+    world: World
+    tokenizer: Tokenizer
+    features: features.Features
+    positives: np.ndarray  # reported damages in the history, [n, 4]
+    negatives: np.ndarray  # other historical shipments, [n, 4]
+    splits: dict[str, np.ndarray]  # product indices per split
+    audit: np.ndarray  # one fully observed audit shipment per product and type: damaged 0/1, [n, 4]
+    audit_repeats: np.ndarray  # damages in AUDIT_REPEATS more audit shipments per type, [n, 4] (temperature fit)
+    fingerprint: str
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_threads() -> None:
+    """Use the cores this process may run on, not the machine's count."""
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+def world_features(world: World, tokenizer: Tokenizer, indices: np.ndarray, show_progress: bool = True) -> features.Features:
+    """Model inputs for products of a world: their catalog record and their first tunnel capture."""
+    chunks = []
+    for start in tqdm(range(0, len(indices), 512), desc="rendering captures", disable=not show_progress,
+                      unit_scale=512, leave=False):
+        products = [world.products[i] for i in indices[start:start + 512]]
+        captures = [features.training_capture(p, world.config.missing_view_rate, world.config.image_size)
+                    for p in products]
+        chunks.append(features.assemble(tokenizer, [catalog_record(p) for p in products], [c[0] for c in captures],
+                                        [c[1] for c in captures], world.config.image_size))
+    return features.Features(*(torch.cat([getattr(c, f.name) for c in chunks])
+                               for f in dataclasses.fields(features.Features)))
+
+
+def prepare(world_config: WorldConfig, show_progress: bool = True) -> Dataset:
+    world = World.generate(world_config)
+    rng = np.random.default_rng([world_config.seed, 3])
+    order = rng.permutation(len(world.products))
+    bounds = np.cumsum([0] + [int(round(f * len(order))) for f in SPLITS.values()])
+    bounds[-1] = len(order)
+    splits = {name: np.sort(order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(SPLITS)}
+    tokenizer = Tokenizer(train_tokenizer(catalog_document(catalog_record(world.products[i]))
+                                          for i in splits["train"]))
+    history = world.shipment_history()
+    audit = world.audit(np.random.default_rng([world_config.seed, 4]))
+    audit_repeats = world.audit(np.random.default_rng([world_config.seed, 5]), AUDIT_REPEATS)
+    digest = hashlib.sha256(world_config.fingerprint().encode())
+    for array in (world.truth(), history.shipped, history.reported, audit):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return Dataset(world, tokenizer, world_features(world, tokenizer, np.arange(len(world.products)), show_progress),
+                   history.reported, history.shipped - history.reported, splits, audit, audit_repeats,
+                   digest.hexdigest())
+
+
+def predict_logits(model: DamageNet, f: features.Features, batch_size: int = 256) -> np.ndarray:
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.inference_mode():
+        return torch.cat([model(f.select(slice(i, i + batch_size)).to(device)).cpu()
+                          for i in range(0, len(f), batch_size)]).numpy().astype(np.float64)
+
+
+def _drop_modalities(f: features.Features, rate: float, generator: torch.Generator) -> features.Features:
+    u = torch.rand(len(f), generator=generator)
+    keep_text = (u >= rate).float()  # u < rate: text dropped; rate <= u < 2 rate: images dropped
+    keep_capture = ((u < rate) | (u >= 2 * rate)).float()
+    return dataclasses.replace(f, has_text=f.has_text * keep_text, has_capture=f.has_capture * keep_capture)
+
+
+def train_network(net_config: NetworkConfig, config: TrainConfig, f: features.Features, positives: np.ndarray,
+                  negatives: np.ndarray, show_progress: bool = True) -> DamageNet:
+    torch.manual_seed(config.seed)
+    set_threads()
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model = DamageNet(net_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    pos_weight = torch.as_tensor(positive_weight(config.imbalance, positives, negatives))
+    focal_gamma = config.focal_gamma if config.imbalance == Imbalance.FOCAL else 0.0
+    use_dropout = net_config.modality == Modality.MULTIMODAL
+    phase_one_epochs = int(round(config.epochs * config.two_phase_split))
+    for epoch in range(config.epochs):
+        pos, neg = epoch_counts(config.imbalance, positives, negatives, epoch < phase_one_epochs, rng)
+        active = rng.permutation(np.flatnonzero((pos + neg).sum(1) > 0))
+        if config.imbalance == Imbalance.TWO_PHASE and epoch == phase_one_epochs:
+            for group in optimizer.param_groups:  # phase 2 refines on all data
+                group["lr"] = config.lr * 0.3
+        model.train()
+        bar = tqdm(range(0, len(active), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not show_progress, leave=False)
+        for start in bar:
+            idx = active[start:start + config.batch_size]
+            batch = f.select(torch.as_tensor(idx))
+            if use_dropout:
+                batch = _drop_modalities(batch, config.modality_dropout, generator)
+            logits = model(batch.to(device))
+            loss = damage_loss(logits, (torch.as_tensor(pos[idx]) * pos_weight).to(device),
+                               torch.as_tensor(neg[idx]).to(device), focal_gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    if config.imbalance == Imbalance.SMOTE:
+        _refit_head_with_smote(model, config, f, positives, negatives, rng, device)
+    return model
+
+
+def _refit_head_with_smote(model: DamageNet, config: TrainConfig, f: features.Features, positives: np.ndarray,
+                           negatives: np.ndarray, rng: np.random.Generator, device: torch.device) -> None:
+    model.eval()
+    with torch.inference_mode():
+        embeddings = torch.cat([model.embed(f.select(slice(i, i + 256)).to(device)).cpu()
+                                for i in range(0, len(f), 256)]).numpy()
+    synthetic, synthetic_pos = smote_embeddings(embeddings, positives, negatives, rng)
+    all_embeddings = torch.as_tensor(np.concatenate([embeddings, synthetic]), dtype=torch.float32)
+    all_pos = torch.as_tensor(np.concatenate([positives, synthetic_pos]), dtype=torch.float32)
+    all_neg = torch.as_tensor(np.concatenate([negatives, np.zeros_like(synthetic_pos)]), dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr)
+    for _ in range(config.smote_head_epochs):
+        for idx in torch.as_tensor(rng.permutation(len(all_embeddings))).split(256):
+            loss = damage_loss(model.head(all_embeddings[idx].to(device)), all_pos[idx].to(device),
+                               all_neg[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: DamageNet
+    net_config: NetworkConfig
+    train_config: TrainConfig
+    tokenizer: Tokenizer
+    temperature: np.ndarray
+    bias: np.ndarray
+    certifications: list[calibrate.Certification]
+    test_metrics: dict
+    world_config: WorldConfig
+    fingerprint: str
+    train_seconds: float
+
+
+def fit(data: Dataset, net_config: NetworkConfig, config: TrainConfig, show_progress: bool = True) -> FitResult:
+    """Train on the train split, calibrate on the temperature split, certify on the calibration split,
+    measure on the test split."""
+    started = time.perf_counter()
+    net_config = dataclasses.replace(net_config, vocab_size=data.tokenizer.vocab_size)
+    train = data.splits["train"]
+    model = train_network(net_config, config, data.features.select(torch.as_tensor(train)), data.positives[train],
+                          data.negatives[train], show_progress)
+    train_seconds = time.perf_counter() - started
+    logits = {name: predict_logits(model, data.features.select(torch.as_tensor(idx)))
+              for name, idx in data.splits.items() if name != "train"}
+    temp_idx = data.splits["temperature"]
+    temperature, bias = calibrate.fit_temperature(logits["temperature"], data.audit_repeats[temp_idx],
+                                                  np.full_like(data.audit_repeats[temp_idx], AUDIT_REPEATS))
+    probs = {name: calibrate.calibrated(z, temperature, bias) for name, z in logits.items()}
+    cal_idx = data.splits["calibration"]
+    certifications = [calibrate.certify_threshold(probs["calibration"][:, t], data.audit[cal_idx, t],
+                                                  probs["temperature"][:, t], data.audit_repeats[temp_idx, t],
+                                                  AUDIT_REPEATS, config.target,
+                                                  config.delta)
+                      for t in range(probs["calibration"].shape[1])]
+    test_products = [data.world.products[i] for i in data.splits["test"]]
+    metrics = evaluate.metrics(probs["test"], np.asarray([c.threshold for c in certifications]), test_products)
+    return FitResult(model.cpu(), net_config, config, data.tokenizer, temperature, bias, certifications, metrics,
+                     data.world.config, data.fingerprint, train_seconds)

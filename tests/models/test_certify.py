@@ -1,0 +1,82 @@
+"""Calibration and certification statistics: exact binomial tails, and a threshold rule that keeps the
+damage rate among certified products under the target with probability at least 1 - delta."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.calibrate import GRID_LEVELS, binomial_cdf, calibrated, certify_threshold, clopper_pearson_upper, fit_temperature
+
+
+@pytest.mark.parametrize("n,p", [(10, 0.3), (50, 0.01), (200, 0.005)])
+def test_binomial_cdf_matches_direct_sum(n: int, p: float) -> None:
+    for k in range(0, min(n, 12)):
+        direct = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+        assert binomial_cdf(k, n, p) == pytest.approx(direct, rel=1e-9)
+
+
+def test_clopper_pearson_rule_of_three() -> None:
+    assert clopper_pearson_upper(0, 600, 0.05) == pytest.approx(1 - 0.05 ** (1 / 600), rel=1e-6)
+    assert clopper_pearson_upper(0, 600, 0.05) == pytest.approx(3 / 600, rel=0.02)
+    assert clopper_pearson_upper(2, 1000, 0.05) > clopper_pearson_upper(1, 1000, 0.05)
+
+
+def test_temperature_scaling_recovers_a_known_distortion() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(-4, 1.5, size=(20000, 4))
+    damaged = rng.binomial(10, 1 / (1 + np.exp(-true_logits)))
+    distorted = (true_logits - 0.7) * 2.0  # what an over-confident, prior-shifted model would output
+    temperature, bias = fit_temperature(distorted, damaged, np.full_like(damaged, 10))
+    assert temperature == pytest.approx(np.full(4, 2.0), rel=0.1)
+    recovered = calibrated(distorted, temperature, bias)
+    assert np.abs(recovered - 1 / (1 + np.exp(-true_logits))).mean() < 0.003
+
+
+def _population(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and true damage probabilities: risk grows with the score, noisily."""
+    score = rng.random(n)
+    return score, np.clip(0.03 * score**3 * rng.lognormal(0, 0.5, n), 0, 1)
+
+
+def _naive_threshold(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.ndarray, grid_rate: np.ndarray,
+                     target: float) -> float:
+    """Plug-in rule without a guarantee: the largest grid threshold whose empirical rate is under target."""
+    best = -1.0
+    for threshold in np.quantile(grid_scores, GRID_LEVELS):
+        c = scores <= threshold
+        if c.any() and damaged[c].mean() <= target:
+            best = threshold
+    return best
+
+
+def _violation_rate(rule, repeats: int = 200, target: float = 0.005) -> tuple[float, float]:
+    rng = np.random.default_rng(1)
+    big_score, big_p = _population(rng, 400_000)
+    order = np.argsort(big_score)
+    risk_curve = np.cumsum(big_p[order]) / np.arange(1, len(order) + 1)
+    violations, covered = 0, 0
+    for _ in range(repeats):
+        scores, p = _population(rng, 3000)
+        damaged = rng.binomial(1, p)
+        grid_scores, grid_p = _population(rng, 500)
+        threshold = rule(scores, damaged, grid_scores, rng.binomial(10, grid_p), target)
+        n = int(np.searchsorted(big_score[order], threshold, side="right"))
+        if n:
+            covered += 1
+            violations += risk_curve[n - 1] > target
+    return violations / repeats, covered / repeats
+
+
+def test_certified_damage_rate_stays_under_target_with_probability_one_minus_delta() -> None:
+    delta = 0.05
+    rate, covered = _violation_rate(lambda s, d, g, r, t: certify_threshold(s, d, g, r, 10, t, delta).threshold)
+    assert covered > 0.5  # it does certify: the check below is not vacuous
+    assert rate <= delta + 3 * math.sqrt(delta * (1 - delta) / 200)
+
+
+def test_the_guarantee_check_catches_a_rule_without_one() -> None:
+    rate, _ = _violation_rate(_naive_threshold)
+    assert rate > 0.1
