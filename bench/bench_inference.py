@@ -79,6 +79,7 @@ def main() -> int:
         print(f"batch {batch:3d}: {batch / median:7.1f} captures/s, {median * 1000:7.1f} ms per batch (median of "
               f"{args.repeats})")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load = os.getloadavg()[0]  # the cores may be shared: say how busy the machine was
     print(f"PNG decode {decode_ms:.2f} ms per capture ({views:.1f} views); peak RSS {peak_mb:.0f} MiB")
 
     import torch
@@ -95,7 +96,8 @@ def main() -> int:
         f"A capture is one catalog record plus one tunnel pass ({views:.1f} PNG views on average), scored through "
         f"`Bundle.predict` including PNG decoding and tokenization. Medians over {args.repeats} repeats.\n\n"
         f"| batch size | captures/s | ms per batch |\n|---|---|---|\n{table}\n\n"
-        f"PNG decoding alone: {decode_ms:.2f} ms per capture. Peak RSS: {peak_mb:.0f} MiB.\n\n"
+        f"PNG decoding alone: {decode_ms:.2f} ms per capture. Peak RSS: {peak_mb:.0f} MiB. Load average (1 min) "
+        f"at the end of the run: {load:.2f} on {cores} cores.\n\n"
         f"Targets: >= 200 captures/s at batch 64, < 20 ms at batch 1.\n")
     print(args.out)
     return 0
