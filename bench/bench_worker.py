@@ -35,8 +35,9 @@ from confluent_kafka import Producer  # noqa: E402
 from streams.broker import LocalBroker, free_port  # noqa: E402
 from streams.inspect import read_topic  # noqa: E402
 from streams.serde import Serde  # noqa: E402
-from streams.settings import Settings, env_name  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 from streams.topics import admin_client, create_topics, producer_config  # noqa: E402
+from streams.workers import WorkerProcess  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-worker.md"
 SERDE = Serde()
@@ -55,35 +56,6 @@ def record(title: str, lines: list[str], command: str) -> None:
     with open(RESULTS, "a") as results:
         results.write(text)
     print(text)
-
-
-class Worker:
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings, self.log = settings, log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> float:
-        env = {**os.environ, **{env_name(k): "" if v is None else str(v) for k, v in vars(self.settings).items()},
-               "PACKWISE_LOG_FORMAT": "json"}
-        started = time.monotonic()
-        with open(self.log, "a") as log:
-            log.write("\n=== start ===\n")
-            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, cwd=ROOT)
-        while "Worker]: Ready" not in self.log.read_text(errors="replace").rsplit("=== start ===", 1)[-1]:
-            if self.process.poll() is not None:
-                raise SystemExit(f"worker died: {self.log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        return time.monotonic() - started
-
-    def rss_mib(self) -> float:
-        process = psutil.Process(self.process.pid)
-        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(120)
 
 
 def committed_total(settings: Settings, topics: list[str]) -> int:
@@ -155,7 +127,7 @@ def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_prod
     total = produce(settings, damage_events(settings, products, per_product))
     topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
     plain = [asyncio.run(plain_loop(settings, topics, total)) for _ in range(3)]
-    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "stats")), tmp / "stats.log")
+    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "stats")), tmp / "stats.log")
     worker.start()
     samples: list[tuple[float, int]] = []
     try:
@@ -203,7 +175,7 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
             loaded.predict(catalogs[i:i + settings.batch_size], decoded[i:i + settings.batch_size])
         offline.append(products / (time.monotonic() - started))
     del loaded
-    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "scoring")), tmp / "scoring.log")
+    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "scoring")), tmp / "scoring.log")
     worker.start()
     try:
         produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
@@ -237,7 +209,7 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
     create_topics(settings)
     count = int(rate * seconds)
     catalogs, captures = capture_messages(settings, count, seed=41)
-    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "latency")), tmp / "latency.log")
+    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "latency")), tmp / "latency.log")
     worker.start()
     try:
         produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
@@ -278,7 +250,7 @@ def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list
     create_topics(settings)
     total = produce(settings, damage_events(settings, products, 1))
     topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
-    worker = Worker(settings.replace(model_path=str(bundle), state_dir=str(tmp / "memory")), tmp / "memory.log")
+    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "memory")), tmp / "memory.log")
     worker.start()
     idle_rss = worker.rss_mib()
     peak = idle_rss

@@ -8,8 +8,6 @@ and stops the worker (and the broker, if the demo started it) by pid.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +24,8 @@ from rich.table import Table
 from models.packtypes import PACK_TYPES, PackType
 from streams.errors import PackwiseError
 from streams.marketplaces import Marketplace, load_marketplaces
-from streams.settings import Settings, env_name
+from streams.settings import Settings
+from streams.workers import WorkerProcess
 
 
 @dataclass(frozen=True)
@@ -107,33 +106,6 @@ def demo_bundle(settings: Settings, products: int, epochs: int) -> Path:
     return path
 
 
-def start_worker(settings: Settings, log_path: Path, timeout_s: float = 180.0) -> subprocess.Popen:
-    env = {**os.environ, **{env_name(k): "" if v is None else str(v) for k, v in vars(settings).items()},
-           "PACKWISE_LOG_FORMAT": "json"}
-    log = open(log_path, "w")
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    log.close()
-    deadline = time.monotonic() + timeout_s
-    while "Worker]: Ready" not in log_path.read_text(errors="replace"):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            stop_process(worker)
-            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
-            raise PackwiseError(f"the demo worker did not become ready (log {log_path}):\n{tail}")
-        time.sleep(0.3)
-    return worker
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def run_demo(settings: Settings, products: int, rounds: int, train_products: int, epochs: int,
              keep_broker: bool) -> int:
     from streams.broker import port_in_use
@@ -158,7 +130,8 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         settings = settings.replace(model_path=str(demo_bundle(settings, train_products, epochs)))
         log_path = Path(settings.state_dir) / f"demo-worker-{run}.log"
         console.print(f"[bold]worker[/]: starting (log {log_path}) ...")
-        worker = start_worker(settings, log_path)
+        worker = WorkerProcess(settings, log_path)
+        worker.start()
         config = SimulationConfig(products=products, rounds=rounds, seed=7, duplicate_rate=0.01, sabotaged=products // 20)
         outcome: list = []
         failure: list[BaseException] = []
@@ -185,6 +158,6 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         return 0
     finally:
         if worker is not None:
-            stop_process(worker)
+            worker.stop()
         if started_broker and not keep_broker:
             broker.stop()

@@ -72,8 +72,12 @@ def sabotage(product: Product) -> Product:
     return dataclasses.replace(product, damage_probability=(0.30, 0.20, 0.15, 0.0005))
 
 
+def world_config(config: SimulationConfig) -> WorldConfig:
+    return WorldConfig(seed=config.seed, n_products=config.products, report_rate=config.report_rate)
+
+
 def choose_world(config: SimulationConfig) -> tuple[list[Product], list[str]]:
-    products = World.generate(WorldConfig(seed=config.seed, n_products=config.products)).products
+    products = World.generate(world_config(config)).products
     # Sabotage products whose honest truth would let them ship light, so a light decision is likely.
     candidates = [i for i, p in enumerate(products) if p.damage_probability_of(PackType.POLY_BAG) < 0.002]
     chosen = set(candidates[: config.sabotaged])
@@ -122,6 +126,7 @@ def run_simulation(settings: Settings, config: SimulationConfig,
     serde = Serde(registry_url=settings.schema_registry_url)
     names = TopicNames.for_settings(settings)
     products, sabotaged = choose_world(config)
+    outcomes = world_config(config)  # reporting rate and delay of damage reports
     rng = np.random.default_rng([config.seed, 99])
     truth = GroundTruth()
     producer = Producer(producer_config(settings))
@@ -176,7 +181,7 @@ def run_simulation(settings: Settings, config: SimulationConfig,
                               "shipped_at": _now()}
                     send(names.shipments, product.product_id, "shipment", record, copies())
                     truth.count(truth.shipments, product.product_id, pack)
-                    outcome = ship(product, pack, rng, config.report_rate)
+                    outcome = ship(product, pack, rng, outcomes)
                     truth.log.append((round_number, product.product_id, pack, outcome.damaged))
                     if outcome.damaged:
                         truth.count(truth.damaged_units, product.product_id, pack)

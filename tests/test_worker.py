@@ -39,11 +39,13 @@ def workers(tmp_path: Path):
     def start(settings: Settings, name: str, bundle: Path, **changes) -> WorkerProcess:
         worker = WorkerProcess(worker_settings(settings, tmp_path, name, bundle, **changes), tmp_path / f"{name}.log")
         started.append(worker)
-        return worker.start()
+        worker.start()
+        return worker
 
     yield start
     for worker in started:
-        worker.close()
+        worker.stop()
+        assert worker.gone()
 
 
 def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
