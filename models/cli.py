@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.imbalance import Imbalance
-from models.network import Modality, NetworkConfig
-from models.world import WorldConfig
+from models.options import Imbalance, Modality
 
 
 class UserError(Exception):
@@ -59,7 +57,9 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from models.bundle import save_bundle
+    from models.network import NetworkConfig
     from models.train import TrainConfig, fit, prepare
+    from models.world import WorldConfig
 
     if args.device not in ("auto", "cpu") and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         raise UserError(f"device {args.device!r} is not available here; use --device auto or cpu.")
@@ -84,7 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from models import evaluate
     from models.bundle import load_bundle
     from models.train import world_features
-    from models.world import World
+    from models.world import World, WorldConfig
 
     bundle = load_bundle(args.bundle)
     if args.seed == bundle.config["world"]["seed"]:

@@ -8,21 +8,12 @@ reweight or reshape the loss. The loss only ever counts the package types a prod
 
 from __future__ import annotations
 
-import enum
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-class Imbalance(str, enum.Enum):
-    NONE = "none"
-    OVERSAMPLE = "oversample"  # draw positive shipments with replacement up to the negatives' count
-    UNDERSAMPLE = "undersample"  # keep as many negative shipments as positives, drawn without replacement
-    TWO_PHASE = "two_phase"  # phase 1 on undersampled data, phase 2 on all of it
-    SMOTE = "smote"  # synthetic positives interpolated in the fused embedding space, head refit
-    CLASS_WEIGHT = "class_weight"  # positives weighted by negatives/positives per package type
-    FOCAL = "focal"  # focal loss: easy negatives count less
+from models.options import Imbalance  # noqa: F401 - re-exported: models.imbalance.Imbalance
 
 
 def epoch_counts(strategy: Imbalance, positives: np.ndarray, negatives: np.ndarray, phase_one: bool,

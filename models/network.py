@@ -4,22 +4,16 @@ switched off."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import timm
 import torch
 from torch import nn
 
+from models.options import Modality  # noqa: F401 - re-exported: models.network.Modality
 from models.features import CAPTURE_NUMERIC, CATALOG_NUMERIC, Features
 from models.packtypes import PACK_TYPES
 from models.tokenizer import PAD_ID
-
-
-class Modality(str, enum.Enum):
-    MULTIMODAL = "multimodal"
-    TEXT = "text"
-    IMAGE = "image"
 
 
 @dataclass(frozen=True)
