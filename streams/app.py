@@ -9,27 +9,35 @@ Processor applies each event id once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
+import time
 import weakref
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Iterator, MutableMapping
 
 import faust
+import faust.web
+import prometheus_client
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.streams import _current_event  # see partition_context
 
+from streams import delivery, metrics
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Outgoing, Processor, ScoreJob, Tables, TopicNames
 from streams.scoring import Scorer
 from streams.serde import Serde
 from streams.settings import Settings
+from streams.state import Base64Values, CachedTable
 from streams.topics import TABLES
 
 log = get_logger("packwise.worker")
+
+# Tables the statistics path reads for every product it touches, read through a cache (streams/state.py)
+CACHED_TABLES = ("products", "damage_stats")
 
 
 @dataclass(frozen=True)
@@ -58,31 +66,6 @@ def partition_context(topic: str, partition: int) -> Iterator[None]:
         _current_event.reset(token)
 
 
-class Base64Values(MutableMapping):
-    """A table of bytes values stored as base64 text."""
-
-    def __init__(self, table: MutableMapping) -> None:
-        self._table = table
-
-    def __getitem__(self, key: str) -> bytes:
-        return base64.b64decode(self._table[key])
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self._table[key] = base64.b64encode(value).decode("ascii")
-
-    def __delitem__(self, key: str) -> None:
-        del self._table[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._table
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table)
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
 def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
 
@@ -103,7 +86,15 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
     )
-    setup_prometheus_sensors(app, name_prefix="packwise_faust")
+    delivery.install(app)
+    if settings.faust_metrics:
+        setup_prometheus_sensors(app, name_prefix="packwise_faust")  # serves /metrics, ours included
+    else:
+        @app.page("/metrics")
+        async def metrics_page(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            # aiohttp refuses a content_type argument with a charset in it; a header is taken as is
+            return view.bytes(prometheus_client.generate_latest(),
+                              headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
     names = TopicNames.for_settings(settings)
 
     def raw_topic(*topic_names: str) -> faust.TopicT:
@@ -114,9 +105,20 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         table = app.Table(name, partitions=settings.partitions, key_type=str, help=help)
         # Faust serializes table values as JSON (its changelog recovery ignores a per-table codec), so the
         # tables that keep wire bytes keep them in base64.
-        return Base64Values(table) if name in ("catalog", "captures") else table
+        if name in ("catalog", "captures"):
+            return Base64Values(table)
+        return CachedTable(table, settings.state_cache_size) if name in CACHED_TABLES else table
 
     tables = Tables(**{name: table(name, doc) for name, doc in TABLES.items()})
+
+    def forget_cached(*_args, **_kwargs) -> None:
+        """Partitions moved: another worker may have written what this one cached."""
+        for name in CACHED_TABLES:
+            getattr(tables, name).clear_cache()
+
+    app.on_partitions_revoked.connect(forget_cached)
+    app.on_partitions_assigned.connect(forget_cached)
+    app.on_rebalance_complete.connect(forget_cached)
     processor = Processor(settings, Serde(registry_url=settings.schema_registry_url),
                           load_marketplaces(settings.marketplaces_file), tables, context=partition_context)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")
@@ -149,9 +151,15 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         m = event.message
         return Incoming(m.topic, m.partition, m.offset, m.key, m.value)
 
-    async def batches(stream: faust.StreamT, size: int = settings.batch_size):
+    async def batches(stream: faust.StreamT, agent: str, size: int = settings.batch_size):
+        timer = metrics.BATCH_SECONDS.labels(agent=agent)
         async for events in stream.take_events(size, within=settings.batch_within_s):
-            yield [incoming(e) for e in events]
+            batch = [incoming(e) for e in events]
+            for topic, count in Counter(m.topic for m in batch).items():
+                metrics.EVENTS.labels(topic=topic).inc(count)
+            started = time.perf_counter()
+            yield batch
+            timer.observe(time.perf_counter() - started)
 
     def fail_stop(agent):
         """Bad messages never raise (they become dead letters), so an exception here is a bug or a lost
@@ -174,21 +182,21 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
     @app.agent(raw_topic(names.catalog), name="catalog-updates")
     @fail_stop
     async def catalog_updates(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
+        async for batch in batches(stream, "catalog-updates"):
             out, jobs = processor.on_catalog(batch)
             await publish(out + await score(jobs))
 
     @app.agent(raw_topic(names.captures), name="tunnel-captures")
     @fail_stop
     async def tunnel_captures(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
+        async for batch in batches(stream, "tunnel-captures"):
             out, jobs = processor.on_captures(batch)
             await publish(out + await score(jobs))
 
     @app.agent(raw_topic(names.shipments, names.damage_reports), name="damage-evidence")
     @fail_stop
     async def damage_evidence(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, settings.stats_batch_size):
+        async for batch in batches(stream, "damage-evidence", settings.stats_batch_size):
             await publish(processor.on_damage_events(batch))
 
     @app.timer(interval=max(0.5, min(5.0, settings.catalog_wait_s / 4)))

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the worker, served with Faust's own at GET /metrics on the worker's web port."""
+"""Prometheus metrics of the worker, served at GET /metrics on the worker's web port (with Faust's own per-message
+metrics when PACKWISE_FAUST_METRICS is true). Counted per batch, not per message, where they can be."""
 
 from prometheus_client import Counter, Histogram
 
@@ -10,3 +11,6 @@ DECISIONS = Counter("packwise_decisions_total", "Pack-type decisions published."
 RELABELS = Counter("packwise_relabel_triggers_total", "Relabel triggers published.", ["cause"])
 SCORING_SECONDS = Histogram("packwise_scoring_batch_seconds", "Model inference time per scoring batch.",
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+EVENTS = Counter("packwise_events_total", "Input messages processed, by topic.", ["topic"])
+BATCH_SECONDS = Histogram("packwise_batch_seconds", "Processing time of one batch, scoring and publishing included.",
+                          ["agent"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

@@ -14,8 +14,9 @@ promising lighter type.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from scipy.special import betaincinv
 
@@ -46,14 +47,12 @@ class ModelView:
     version: str
 
 
-@dataclass(frozen=True)
-class Counts:
+class Counts(NamedTuple):
     shipments: int = 0
     damages: int = 0
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):  # a tuple: the statistics path builds four per product it touches
     package_type: PackType
     model_probability: float | None
     model_certified: bool
@@ -95,36 +94,45 @@ class Relabel:
     evidence: Evidence  # of from_package_type
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _clopper_pearson_lower(damages: int, shipments: int, level: float) -> float:
+    return float(betaincinv(damages, shipments - damages + 1, 1.0 - level))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _beta_upper(damages: float, clean: float, level: float) -> float:
+    return float(betaincinv(damages + 1, clean + TINY, level))
+
+
 def data_lower_bound(counts: Counts, market: Marketplace) -> float:
     """The damage rate the observed data alone prove at least (one-sided Clopper-Pearson): the model's
     prior never argues observed damage away."""
     damages = min(counts.damages, counts.shipments)
     if damages == 0:
         return 0.0
-    return float(betaincinv(damages, counts.shipments - damages + 1, 1.0 - market.credible_level))
+    return _clopper_pearson_lower(damages, counts.shipments, market.credible_level)
 
 
 def upper_bound(model_probability: float | None, counts: Counts, market: Marketplace) -> float:
     """Upper bound on the damage rate at market.credible_level: Clopper-Pearson on the data (0 damages in
     n shipments: about 3/n at 95%), with `model_prior_weight` pseudo-shipments at the model's probability."""
-    prior_damages = prior_clean = 0.0
-    if model_probability is not None:
-        p = min(max(model_probability, 0.0), 1.0)
-        prior_damages, prior_clean = market.model_prior_weight * p, market.model_prior_weight * (1.0 - p)
     damages = min(counts.damages, counts.shipments)
     clean = counts.shipments - damages
-    return float(betaincinv(damages + 1 + prior_damages, clean + prior_clean + TINY, market.credible_level))
+    if model_probability is None:
+        return _beta_upper(damages, clean, market.credible_level)
+    p = min(max(model_probability, 0.0), 1.0)
+    weight = market.model_prior_weight
+    return _beta_upper(damages + weight * p, clean + weight * (1.0 - p), market.credible_level)
 
 
-def _evidence(pack: PackType, model: ModelView | None, counts: Counts, market: Marketplace,
+def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: float, market: Marketplace,
               model_refuted: bool) -> Evidence:
     """Once data refute one of the model's certifications for a product, none of its verdicts count for
     it, and its prior may only make bounds more cautious (so more damage never certifies a lighter type)."""
     probability = model.probabilities[pack] if model else None
     model_certified = bool(model and model.certified.get(pack, False))
-    lower = data_lower_bound(counts, market)
     upper = upper_bound(probability, counts, market)
-    if model_refuted:
+    if model_refuted and probability is not None:
         upper = max(upper, upper_bound(None, counts, market))
     target = market.target_damage_rate
     contradicted = lower > target
@@ -133,18 +141,21 @@ def _evidence(pack: PackType, model: ModelView | None, counts: Counts, market: M
                     contradicted, certifiable)
 
 
-def _refutation(model: ModelView | None, counts: Mapping[PackType, Counts], market: Marketplace) -> str | None:
+def _refutation(model: ModelView | None, counts: Mapping[PackType, Counts], lowers: list[float],
+                market: Marketplace) -> str | None:
     """Why the data refute the model for this product (the first certified type they contradict), if they do."""
     if model is None:
         return None
-    for pack in PACK_TYPES:
-        seen = counts.get(pack, Counts())
-        lower = data_lower_bound(seen, market)
-        if model.certified.get(pack, False) and lower > market.target_damage_rate:
+    for pack, lower in zip(PACK_TYPES, lowers):
+        if lower > market.target_damage_rate and model.certified.get(pack, False):
+            seen = counts.get(pack, NO_COUNTS)
             return (f"{seen.damages} damages in {seen.shipments} {pack.value} shipments (lower bound {_pct(lower)} > "
                     f"target {_pct(market.target_damage_rate)}) refute the model's certification; it is set aside "
                     "for this product")
     return None
+
+
+NO_COUNTS = Counts()
 
 
 def _pct(rate: float) -> str:
@@ -158,9 +169,11 @@ def decide(
     item_mm: tuple[float, float, float],
 ) -> Decision:
     """The lightest package type the evidence certifies, or the box pending a test."""
-    refutation = _refutation(model, counts, market)
-    evidence = tuple(_evidence(pack, model, counts.get(pack, Counts()), market, refutation is not None)
-                     for pack in PACK_TYPES)
+    seen = [counts.get(pack, NO_COUNTS) for pack in PACK_TYPES]
+    lowers = [data_lower_bound(c, market) for c in seen]
+    refutation = _refutation(model, counts, lowers, market)
+    evidence = tuple(_evidence(pack, model, c, lower, market, refutation is not None)
+                     for pack, c, lower in zip(PACK_TYPES, seen, lowers))
     target = market.target_damage_rate
     certified = [e for e in evidence if e.certifiable]
     if certified:

@@ -31,9 +31,9 @@ from streams.validation import ValidationError, validate
 
 log = get_logger("packwise.processor")
 
-# How many applied event ids each product remembers. Redeliveries come from the window between a
-# commit and a crash (seconds of traffic), far fewer than this per product.
-APPLIED_IDS_KEPT = 1024
+# How many applied event ids each product remembers, to drop an event a producer sent twice (its copies
+# are adjacent in the partition). Redeliveries after a crash are recognised by offset, not by this.
+RECENT_IDS_KEPT = 64
 EVENT_NAMESPACE = uuid.UUID("6f2d7c1e-3b1a-4c55-8e0f-5a7e1c9b2d40")
 MATERIAL_FIELDS = ("title", "description", "bullet_points", "item_length_mm", "item_width_mm", "item_height_mm",
                    "item_weight_g")
@@ -108,7 +108,20 @@ class TopicNames:
 
 
 def new_stats() -> dict:
-    return {"shipments": [0] * len(PACK_TYPES), "damages": [0] * len(PACK_TYPES), "applied": []}
+    """Shipments and damages per package type (PACK_TYPES order); per input contract the [partition,
+    offset] of the last event applied; the ids of the last RECENT_IDS_KEPT events applied."""
+    return {"shipments": [0] * len(PACK_TYPES), "damages": [0] * len(PACK_TYPES), "seen": {}, "recent": []}
+
+
+def stats_of(value: dict | None) -> dict:
+    """A damage_stats value as new_stats() lays it out (values written before `seen` existed kept their
+    applied ids under "applied")."""
+    if value is None:
+        return new_stats()
+    if "seen" not in value:
+        value = {"shipments": value["shipments"], "damages": value["damages"], "seen": {},
+                 "recent": value.get("applied", [])[-RECENT_IDS_KEPT:]}
+    return value
 
 
 def _millis_now(clock: Callable[[], float]) -> datetime:
@@ -222,13 +235,19 @@ class Processor:
             t.pending[product] = {"since": self.clock(), "partition": message.partition}
 
     def on_damage_events(self, batch: list[Incoming]) -> list[Outgoing]:
-        """Shipments and damage reports: counted once per event id, then the products re-decided. Each
-        product's statistics are read and written once per batch, however many of its events it holds."""
+        """Shipments and damage reports: each event counted once, then the products re-decided. Each
+        product's statistics are read and written once per batch, however many of its events it holds.
+
+        Counted once: a product remembers the highest offset it applied from each input partition, so a
+        redelivery after a crash or rebalance (Kafka replays from the last commit, in offset order) is
+        recognised exactly; and the ids of its last RECENT_IDS_KEPT events, for a producer that sent the
+        same event twice."""
         out: list[Outgoing] = []
         t = self.tables
+        shipments_topic = self.topics.shipments
         touched: dict[str, tuple[dict, tuple[str, int], str | None]] = {}  # product -> stats, source, marketplace
         for message in batch:
-            contract = "shipment" if message.topic == self.topics.shipments else "damage_report"
+            contract = "shipment" if message.topic == shipments_topic else "damage_report"
             read = self._read(message, contract, out)
             if read is None:
                 continue
@@ -236,23 +255,31 @@ class Processor:
             if product in touched:
                 stats, source, marketplace = touched[product]
             else:
-                stats, source, marketplace = t.damage_stats.get(product) or new_stats(), None, None
-            if record["event_id"] in stats["applied"]:
-                metrics.DUPLICATES.labels(topic=message.topic).inc()
+                stats, source, marketplace = stats_of(t.damage_stats.get(product)), None, None
+            seen = stats["seen"].get(contract)
+            if seen is not None and seen[0] == message.partition and message.offset <= seen[1]:
+                metrics.DUPLICATES.labels(topic=message.topic).inc()  # redelivered
+                continue
+            stats["seen"][contract] = [message.partition, message.offset]
+            event_id = record["event_id"]
+            if event_id in stats["recent"]:
+                metrics.DUPLICATES.labels(topic=message.topic).inc()  # sent twice
+                touched[product] = (stats, (message.topic, message.partition), marketplace)
                 continue
             column = "shipments" if contract == "shipment" else "damages"
             stats[column][PackType(record["package_type"]).index] += 1
-            stats["applied"].append(record["event_id"])
+            stats["recent"].append(event_id)
             touched[product] = (stats, (message.topic, message.partition),
                                 record["marketplace"] if contract == "shipment" else marketplace)
         for product, (stats, source, marketplace) in touched.items():
             with self.context(*source):
-                stats["applied"] = stats["applied"][-APPLIED_IDS_KEPT:]
+                del stats["recent"][:-RECENT_IDS_KEPT]
                 t.damage_stats[product] = stats
                 state = t.products.get(product) or {}
                 if marketplace and "marketplace" not in state:
-                    t.products[product] = {**state, "marketplace": marketplace}
-                out += self.redecide(product)
+                    state = {**state, "marketplace": marketplace}
+                    t.products[product] = state
+                out += self.redecide(product, state=state, stats=stats)
         return out
 
     def due_pending(self) -> list[ScoreJob]:
@@ -282,15 +309,19 @@ class Processor:
 
     # -- deciding --------------------------------------------------------------------------------------
 
-    def redecide(self, product: str, catalog_changed: bool = False) -> list[Outgoing]:
+    def redecide(self, product: str, catalog_changed: bool = False, state: dict | None = None,
+                 stats: dict | None = None) -> list[Outgoing]:
         """Ask the policy again; publish the decision if it changed, a relabel trigger if the package type
-        moved, and a test request the first time a lighter type is worth testing."""
+        moved, and a test request the first time a lighter type is worth testing. `state` and `stats` are
+        the product's current table values when the caller holds them already."""
         t = self.tables
-        state = t.products.get(product) or {}
+        if state is None:
+            state = t.products.get(product) or {}
         model = state.get("model")
         view = ModelView(dict(zip(PACK_TYPES, model["p"])), dict(zip(PACK_TYPES, model["ok"])),
                          model["version"]) if model else None
-        stats = t.damage_stats.get(product) or new_stats()
+        if stats is None:
+            stats = stats_of(t.damage_stats.get(product))
         counts = {p: Counts(stats["shipments"][i], stats["damages"][i]) for i, p in enumerate(PACK_TYPES)}
         market = self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
         item_mm = tuple(state.get("item_mm") or (0.0, 0.0, 0.0))
@@ -335,7 +366,7 @@ class Processor:
             "target_damage_rate": decision.target_damage_rate, "model_version": decision.model_version,
             "decided_at": now,
         }
-        return Outgoing(self.topics.decisions, product, self.serde.encode("pack_type_decision", record))
+        return Outgoing(self.topics.decisions, product, self.serde.encode("pack_type_decision", record, validate=False))
 
     def _relabel_message(self, product: str, market: Marketplace, trigger: Relabel, decision: Decision, seq: int,
                          now: datetime) -> Outgoing:
@@ -347,7 +378,7 @@ class Processor:
             "damage_rate_lower": e.damage_rate_lower, "damage_rate_upper": e.damage_rate_upper,
             "model_version": decision.model_version, "triggered_at": now,
         }
-        return Outgoing(self.topics.relabels, product, self.serde.encode("relabel_trigger", record))
+        return Outgoing(self.topics.relabels, product, self.serde.encode("relabel_trigger", record, validate=False))
 
     def _test_message(self, product: str, market: Marketplace, decision: Decision, now: datetime) -> Outgoing:
         test = decision.test
@@ -359,4 +390,4 @@ class Processor:
             "model_probability": test.model_probability, "model_version": decision.model_version,
             "requested_at": now,
         }
-        return Outgoing(self.topics.tests, product, self.serde.encode("test_request", record))
+        return Outgoing(self.topics.tests, product, self.serde.encode("test_request", record, validate=False))

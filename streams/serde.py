@@ -177,7 +177,7 @@ class Serde:
 
     def _register(self, name: str, schema: dict[str, Any]) -> Contract:
         try:
-            parsed = fastavro.parse_schema(copy.deepcopy(schema), _write_hint=False)
+            parsed = fastavro.parse_schema(copy.deepcopy(schema))  # hinted: fastavro skips re-parsing per call
         except Exception as error:  # fastavro raises several types for a bad schema
             raise SerdeError(f"schema of contract '{name}' is not valid Avro: {error}") from None
         contract = Contract(name, self._ids.id_for(name, schema), schema, parsed)
@@ -190,18 +190,28 @@ class Serde:
         except KeyError:
             raise SerdeError(f"unknown contract '{name}'; known: {', '.join(CONTRACTS)}") from None
 
-    def encode(self, contract_name: str, record: Mapping[str, Any]) -> bytes:
+    def encode(self, contract_name: str, record: Mapping[str, Any], validate: bool = True) -> bytes:
         """Wire bytes of `record` under the current version of the contract; invalid values are a
-        SerdeError naming the field."""
+        SerdeError naming the field. validate=False skips the full check for records a worker builds
+        itself (a wrong type still fails in the writer, and is then described the same way)."""
         contract = self.contract(contract_name)
+        if validate:
+            self._validate(contract, record)
+        body = io.BytesIO()
+        body.write(HEADER.pack(MAGIC_BYTE, contract.schema_id))
+        try:
+            fastavro.schemaless_writer(body, contract.parsed, record)
+        except Exception:  # fastavro's writer raises many types; the validator says which field and why
+            self._validate(contract, record)
+            raise
+        return body.getvalue()
+
+    @staticmethod
+    def _validate(contract: Contract, record: Mapping[str, Any]) -> None:
         try:
             fastavro.validation.validate(record, contract.parsed, raise_errors=True)
         except fastavro.validation.ValidationError as error:
-            raise SerdeError(f"{contract_name} record is invalid: {_describe_validation(error)}") from None
-        body = io.BytesIO()
-        body.write(HEADER.pack(MAGIC_BYTE, contract.schema_id))
-        fastavro.schemaless_writer(body, contract.parsed, record)
-        return body.getvalue()
+            raise SerdeError(f"{contract.name} record is invalid: {_describe_validation(error)}") from None
 
     def decode(self, contract_name: str, data: bytes | None) -> dict[str, Any]:
         """The record in `data`, read as the current version of `contract_name`."""

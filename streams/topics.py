@@ -59,7 +59,7 @@ TABLES = {
     "captures": "latest tunnel capture per product",
     "pending": "captures waiting for their catalog record",
     "products": "model verdict, decision and requested tests per product",
-    "damage_stats": "shipments and damages per package type, with the event ids applied",
+    "damage_stats": "shipments and damages per package type, with the last offsets and event ids applied",
 }
 DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_RETENTION_DAYS = 30

@@ -10,7 +10,7 @@ import pytest
 from models.packtypes import PACK_TYPES, PackType
 from streams.marketplaces import DEFAULT_MARKETPLACES
 from streams.policy import ModelView
-from streams.processor import APPLIED_IDS_KEPT, Incoming, Outgoing, Processor, Tables
+from streams.processor import RECENT_IDS_KEPT, Incoming, Outgoing, Processor, Tables
 from streams.serde import Serde
 from streams.settings import Settings
 from tests.samples import SAMPLES
@@ -132,21 +132,45 @@ def test_tombstone_forgets_the_product_and_deletes_its_decision(processor: Proce
     assert PRODUCT not in processor.tables.products and PRODUCT not in processor.tables.catalog
 
 
-def test_redelivered_events_are_counted_once(processor: Processor) -> None:
+def test_events_sent_twice_are_counted_once(processor: Processor) -> None:
     batch = [shipment("e-1"), shipment("e-2"), shipment("e-1"), damage("d-1"), damage("d-1")]
     processor.on_damage_events(batch)
-    processor.on_damage_events([shipment("e-2"), damage("d-1")])  # after a crash: the same events again
+    processor.on_damage_events([shipment("e-2"), damage("d-1")])  # a producer's retry, at new offsets
     stats = processor.tables.damage_stats[PRODUCT]
     assert stats["shipments"][PackType.POLY_BAG.index] == 2
     assert stats["damages"][PackType.POLY_BAG.index] == 1
-    assert stats["applied"] == ["e-1", "e-2", "d-1"]
+    assert stats["recent"] == ["e-1", "e-2", "d-1"]
 
 
-def test_applied_ids_are_bounded_per_product(processor: Processor) -> None:
-    processor.on_damage_events([shipment(f"e-{i}") for i in range(APPLIED_IDS_KEPT + 10)])
+def test_redelivery_is_recognised_by_offset_beyond_the_id_window(processor: Processor) -> None:
+    """A crash after applying many events of one product and before the commit: Kafka replays them all
+    at their old offsets. The id window is too short to remember them; the offsets are not."""
+    events = [shipment(f"e-{i}") for i in range(RECENT_IDS_KEPT * 3)] + [damage("d-1"), damage("d-2")]
+    processor.on_damage_events(events[:100])
+    processor.on_damage_events(events[100:])
+    replayed = events[50:]  # the last commit was at offset 50
+    processor.on_damage_events(replayed[:70])
+    processor.on_damage_events(replayed[70:])
     stats = processor.tables.damage_stats[PRODUCT]
-    assert len(stats["applied"]) == APPLIED_IDS_KEPT and stats["applied"][-1] == f"e-{APPLIED_IDS_KEPT + 9}"
-    assert stats["shipments"][PackType.POLY_BAG.index] == APPLIED_IDS_KEPT + 10
+    assert stats["shipments"][PackType.POLY_BAG.index] == RECENT_IDS_KEPT * 3
+    assert stats["damages"][PackType.POLY_BAG.index] == 2
+    assert stats["seen"]["shipment"] == [events[RECENT_IDS_KEPT * 3 - 1].partition, events[RECENT_IDS_KEPT * 3 - 1].offset]
+
+
+def test_recent_ids_are_bounded_per_product(processor: Processor) -> None:
+    processor.on_damage_events([shipment(f"e-{i}") for i in range(RECENT_IDS_KEPT + 10)])
+    stats = processor.tables.damage_stats[PRODUCT]
+    assert len(stats["recent"]) == RECENT_IDS_KEPT and stats["recent"][-1] == f"e-{RECENT_IDS_KEPT + 9}"
+    assert stats["shipments"][PackType.POLY_BAG.index] == RECENT_IDS_KEPT + 10
+
+
+def test_statistics_written_before_offsets_were_kept_still_count_once(processor: Processor) -> None:
+    processor.tables.damage_stats[PRODUCT] = {"shipments": [0, 3, 0, 0], "damages": [0, 1, 0, 0],
+                                              "applied": ["e-1", "e-2", "e-3", "d-1"]}
+    processor.on_damage_events([shipment("e-3"), shipment("e-4")])
+    stats = processor.tables.damage_stats[PRODUCT]
+    assert stats["shipments"] == [0, 4, 0, 0] and stats["damages"] == [0, 1, 0, 0]
+    assert stats["recent"][-1] == "e-4" and "applied" not in stats
 
 
 def test_damage_beyond_target_relabels_to_a_heavier_type(processor: Processor) -> None:

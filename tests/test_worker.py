@@ -92,11 +92,30 @@ SMALL = SimulationConfig(products=150, rounds=6, units_per_round=3, round_interv
 
 
 def test_end_to_end_every_product_decided_and_counts_exact(base: Settings, workers, trained_bundle: Path) -> None:
-    workers(base, "worker-0", trained_bundle)
+    worker = workers(base, "worker-0", trained_bundle)
     result = run_simulation(base, SMALL)
     assert sum(map(sum, result.truth.shipments.values())) == 150 * 6 * 3
     assert sum(map(sum, result.truth.damages.values())) > 0  # the damage path is exercised
     assert_converges(base, result)
+    metrics = scrape_metrics(worker.settings)
+    shipments_seen = metrics[f'packwise_events_total{{topic="{base.topic_prefix}shipments"}}']
+    assert shipments_seen >= 150 * 6 * 3  # duplicates included
+    assert metrics['packwise_batch_seconds_count{agent="damage-evidence"}'] > 0
+    assert sum(v for k, v in metrics.items() if k.startswith("packwise_decisions_total{")) >= 150
+
+
+def scrape_metrics(settings: Settings) -> dict[str, float]:
+    """The worker's GET /metrics as {name{labels}: value}."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://{settings.web_host}:{settings.web_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
 
 
 def test_kill_9_mid_stream_loses_and_double_counts_nothing(base: Settings, workers, trained_bundle: Path) -> None:
