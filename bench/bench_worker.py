@@ -37,7 +37,7 @@ from streams.inspect import read_topic  # noqa: E402
 from streams.serde import Serde  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import admin_client, create_topics, producer_config  # noqa: E402
-from streams.workers import WorkerProcess  # noqa: E402
+from streams.workers import WorkerProcess, settings_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-worker.md"
 SERDE = Serde()
@@ -127,6 +127,7 @@ def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_prod
     total = produce(settings, damage_events(settings, products, per_product))
     topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
     plain = [asyncio.run(plain_loop(settings, topics, total)) for _ in range(3)]
+    bare = {fast: faust_floor(settings, topics, total, tmp, fast) for fast in (False, True)}
     worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "stats")), tmp / "stats.log")
     worker.start()
     samples: list[tuple[float, int]] = []
@@ -145,8 +146,30 @@ def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_prod
             f"{settings.partitions} partitions",
             f"plain aiokafka consume+decode loop: median {statistics.median(plain):,.0f} events/s (runs: "
             f"{', '.join(f'{r:,.0f}' for r in plain)})",
+            f"bare Faust worker (take_events + decode, nothing else): {bare[False]:,.0f} events/s "
+            f"({bare[False] / statistics.median(plain):.0%} of the plain loop); with packwise's delivery fast path "
+            f"{bare[True]:,.0f} events/s ({bare[True] / statistics.median(plain):.0%})",
             f"one worker: {rate:,.0f} events/s ({n1 - n0} events between the first and last commits)",
             f"ratio worker / plain loop: {rate / statistics.median(plain):.0%} (targets: >= 5,000 events/s, >= 30%)"]
+
+
+def faust_floor(settings: Settings, topics: list[str], expected: int, tmp: Path, fast_delivery: bool) -> float:
+    """Events/s of a bare Faust agent over the same topics (bench/faust_floor.py), in its own process."""
+    env = {**os.environ, "FLOOR_TOPICS": ",".join(topics), "FLOOR_EXPECTED": str(expected),
+           "FLOOR_BOOTSTRAP": settings.bootstrap_servers, "FLOOR_DATADIR": str(tmp / f"floor-{fast_delivery}"),
+           "FLOOR_FAST_DELIVERY": "1" if fast_delivery else "0"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faust_floor.py"), "worker", "-l", "warn"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
+    try:
+        output, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    result = next((line.split() for line in output.splitlines() if line.startswith("RESULT ")), None)
+    if result is None:
+        raise RuntimeError("the bare Faust worker printed no RESULT line")
+    return int(result[1]) / float(result[2])
 
 
 def capture_messages(settings: Settings, products: int, seed: int):
@@ -217,6 +240,7 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
         time.sleep(5.0)
         producer = Producer(producer_config(settings, **{"linger.ms": 0}))
         topic = settings.topic_prefix + "tunnel-captures"
+        producer.list_topics(topic, timeout=10)  # a tunnel's producer is long-lived: connected, metadata known
         started = time.monotonic()
         for i, capture in enumerate(captures):
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
@@ -296,7 +320,12 @@ def main() -> None:
                 bundle = tmp / "bundle"
                 subprocess.run([sys.executable, "-m", "streams.cli", "train", "--out", str(bundle), "--products", "1500",
                                 "--epochs", "2", "--seed", "5"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-            base = Settings(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_s=10.0)
+            # worker knobs (PACKWISE_BATCH_WITHIN_S, PACKWISE_SCORING_THREADS, ...) come from the environment
+            base = Settings.from_env().replace(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_s=10.0,
+                                               topic_prefix="", app_id="packwise")
+            knobs = {name: value for name, value in settings_env(base).items() if name in os.environ}
+            if knobs:
+                command = " ".join(f"{k}={v}" for k, v in sorted(knobs.items())) + " " + command
             runs = {"stats": lambda: bench_stats(base, tmp, bundle, args.products, args.per_product),
                     "scoring": lambda: bench_scoring(base, tmp, bundle, args.score_products),
                     "latency": lambda: bench_latency(base, tmp, bundle, args.rate, args.seconds),

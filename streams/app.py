@@ -32,7 +32,7 @@ from streams.scoring import Scorer
 from streams.serde import Serde
 from streams.settings import Settings
 from streams.state import Base64Values, CachedTable
-from streams.topics import TABLES
+from streams.topics import TABLES, TopicRole, topic_specs
 
 log = get_logger("packwise.worker")
 
@@ -203,6 +203,19 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
     @fail_stop
     async def captures_waiting_for_catalog(_app: faust.App) -> None:
         await publish(await score(processor.due_pending()))
+
+    @app.task
+    async def learn_output_partitions() -> None:
+        """Fetch the partition metadata of every topic the worker writes before the first capture does: the
+        producer otherwise looks each topic up on its first send, holding up the first batches by most of
+        a second."""
+        try:
+            producer = app.producer._ensure_producer()  # aiokafka's producer (faust pinned < 0.16)
+            for spec in topic_specs(settings):
+                if spec.role is not TopicRole.INPUT:
+                    await producer.partitions_for(spec.name)
+        except Exception as error:  # a warm-up: the first sends look the topics up anyway
+            log.warning("output_metadata_warm_up_failed", error=repr(error))
 
     app.packwise_tables = tables  # for `packwise` diagnostics and tests
     return app

@@ -123,8 +123,12 @@ class Settings:
     state_cache_size: int = _setting(
         200_000, "Products whose statistics and decision state each worker keeps decoded in memory (0: none); "
         "a read cache in front of RocksDB, emptied whenever partitions move.", _non_negative_int, "an integer >= 0")
+    scoring_threads: int = _setting(
+        0, "Threads torch uses for inference in a worker; 0: one per core but one, which is left to the event "
+        "loop (decoding, tables, publishing run there while a batch is scored).", _non_negative_int,
+        "an integer >= 0")
     batch_within_s: float = _setting(
-        0.05, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",
+        0.01, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",
         _positive_float, "a number > 0")
     catalog_wait_s: float = _setting(
         30.0, "How long a capture waits for its product's catalog record before it is scored on images only.",
