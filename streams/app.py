@@ -87,6 +87,10 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
     )
     delivery.install(app)
+    # Table writes wait in Faust's producer buffer; past 100 messages Faust flushes it on every delivered
+    # message and logs a warning each time. A statistics batch writes up to two records per event.
+    buffer = app.producer.buffer
+    buffer.max_messages = max(buffer.max_messages, 4 * max(settings.stats_batch_size, settings.batch_size))
     if settings.faust_metrics:
         setup_prometheus_sensors(app, name_prefix="packwise_faust")  # serves /metrics, ours included
     else:
