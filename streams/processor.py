@@ -329,12 +329,13 @@ class Processor:
 
         out: list[Outgoing] = []
         previous = state.get("decision")
-        now = _millis_now(self.clock)
+        now = None  # stamped only when something is published: most re-decisions change nothing
         current = {"package_type": decision.package_type.value, "status": decision.status.value,
                    "model_version": decision.model_version}
         if previous is None or any(previous.get(k) != v for k, v in current.items()):
             seq = (previous or {}).get("seq", 0) + 1
             state["decision"] = {**current, "seq": seq}
+            now = _millis_now(self.clock)
             out.append(self._decision_message(product, market, decision, seq, now))
             metrics.DECISIONS.labels(package_type=decision.package_type.value, status=decision.status.value).inc()
             trigger = relabel(PackType(previous["package_type"]) if previous else None, decision, catalog_changed)
@@ -344,7 +345,7 @@ class Processor:
         requested = state.setdefault("tests", [])
         if decision.test and decision.test.package_type.value not in requested:
             requested.append(decision.test.package_type.value)
-            out.append(self._test_message(product, market, decision, now))
+            out.append(self._test_message(product, market, decision, now or _millis_now(self.clock)))
         if out:
             t.products[product] = state
         return out
