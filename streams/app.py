@@ -28,7 +28,7 @@ from streams import delivery, metrics
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Outgoing, Processor, ScoreJob, Tables, TopicNames
-from streams.scoring import Scorer
+from streams.scoring import ScoringFailed, ScoringProcess
 from streams.serde import Serde
 from streams.settings import Settings
 from streams.state import Base64Values, CachedTable
@@ -70,7 +70,7 @@ def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
 
 
-def create_app(settings: Settings, scorer: Scorer) -> faust.App:
+def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap_servers),
@@ -139,7 +139,7 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         loop = asyncio.get_running_loop()
         try:
             views = await loop.run_in_executor(executor, scorer.score, jobs)
-        except Exception as error:  # one unreadable input must not sink the batch: retry one by one
+        except ScoringFailed as error:  # one unreadable input must not sink the batch: retry one by one
             log.error("scoring_batch_failed", error=repr(error), jobs=len(jobs))
             views = [await loop.run_in_executor(executor, score_alone, job) for job in jobs]
         return processor.apply_scores(jobs, views)
@@ -147,7 +147,7 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
     def score_alone(job: ScoreJob):
         try:
             return scorer.score([job])[0]
-        except Exception as error:  # score on the catalog text alone rather than lose the product
+        except ScoringFailed as error:  # score on the catalog text alone rather than lose the product
             log.error("scoring_failed", product_id=job.product_id, error=repr(error))
             return scorer.score([ScoreJob(job.product_id, job.catalog, None, job.source, job.catalog_changed)])[0]
 
@@ -156,14 +156,58 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
         return Incoming(m.topic, m.partition, m.offset, m.key, m.value)
 
     async def batches(stream: faust.StreamT, agent: str, size: int = settings.batch_size):
+        """(events, batch) per take_events batch; Faust acks the events when the agent asks for the next."""
         timer = metrics.BATCH_SECONDS.labels(agent=agent)
         async for events in stream.take_events(size, within=settings.batch_within_s):
             batch = [incoming(e) for e in events]
             for topic, count in Counter(m.topic for m in batch).items():
                 metrics.EVENTS.labels(topic=topic).inc(count)
             started = time.perf_counter()
-            yield batch
+            yield events, batch
             timer.observe(time.perf_counter() - started)
+
+    def release(events: list[faust.EventT]) -> None:
+        """Drop the reference `scored_in_background` took: the consumer may now commit past these events."""
+        for event in events:
+            if event.ack():
+                message = event.message
+                app.sensors.on_message_out(message.tp, message.offset, message)
+
+    async def scored_in_background(stream: faust.StreamT, agent: str, first_stage) -> None:
+        """The scoring agents' loop, two batches deep: while the executor thread scores batch N, the event
+        loop reads batch N+1 and updates its state (`first_stage`), so the model waits neither for Kafka
+        nor for the tables.
+
+        Nothing is acked early: each event of a batch gets one more reference before take_events' own ack,
+        and loses it only once the batch's decisions are handed to the producer, so the consumer commits
+        no offset whose outputs are not out (a rebalance waits for it, as for any unacked event). At most
+        one batch scores at a time, in read order, so a product's verdicts apply in the order of its
+        captures."""
+        scoring: asyncio.Future | None = None
+
+        async def finish(events: list[faust.EventT], out: list[Outgoing], jobs: list[ScoreJob]) -> None:
+            try:
+                await publish(out + await score(jobs))
+            except asyncio.CancelledError:
+                raise  # shutting down: the events stay unacked and are read again after the restart
+            except Exception as error:  # see fail_stop
+                log.critical("worker_stopping_on_unexpected_error", agent=agent, error=repr(error), exc_info=True)
+                os._exit(70)
+            release(events)
+
+        try:
+            async for events, batch in batches(stream, agent):
+                out, jobs = first_stage(batch)
+                for event in events:
+                    event.message.incref()
+                if scoring is not None:
+                    await scoring
+                scoring = asyncio.ensure_future(finish(events, out, jobs))
+            if scoring is not None:
+                await scoring
+        finally:
+            if scoring is not None and not scoring.done():
+                scoring.cancel()
 
     def fail_stop(agent):
         """Bad messages never raise (they become dead letters), so an exception here is a bug or a lost
@@ -186,21 +230,17 @@ def create_app(settings: Settings, scorer: Scorer) -> faust.App:
     @app.agent(raw_topic(names.catalog), name="catalog-updates")
     @fail_stop
     async def catalog_updates(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, "catalog-updates"):
-            out, jobs = processor.on_catalog(batch)
-            await publish(out + await score(jobs))
+        await scored_in_background(stream, "catalog-updates", processor.on_catalog)
 
     @app.agent(raw_topic(names.captures), name="tunnel-captures")
     @fail_stop
     async def tunnel_captures(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, "tunnel-captures"):
-            out, jobs = processor.on_captures(batch)
-            await publish(out + await score(jobs))
+        await scored_in_background(stream, "tunnel-captures", processor.on_captures)
 
     @app.agent(raw_topic(names.shipments, names.damage_reports), name="damage-evidence")
     @fail_stop
     async def damage_evidence(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, "damage-evidence", settings.stats_batch_size):
+        async for _events, batch in batches(stream, "damage-evidence", settings.stats_batch_size):
             await publish(processor.on_damage_events(batch))
 
     @app.timer(interval=max(0.5, min(5.0, settings.catalog_wait_s / 4)))

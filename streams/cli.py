@@ -74,27 +74,30 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams import topics
-    from streams.scoring import Scorer
+    from streams.scoring import ScoringProcess
 
     settings: Settings = args.settings
     if args.model:
         settings = settings.replace(model_path=str(args.model))
-    scorer = Scorer.load(settings.model_path, threads=settings.scoring_threads)
-    topics.verify_topics(settings, attempts=3, timeout_s=5.0)
-    import faust
+    scorer = ScoringProcess(settings.model_path, threads=settings.scoring_threads)
+    try:
+        topics.verify_topics(settings, attempts=3, timeout_s=5.0)
+        import faust
 
-    from streams.app import create_app
+        from streams.app import create_app
 
-    settings.worker_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings, scorer)
-    # The model, torch and Faust are millions of long-lived objects: keep them out of the cyclic garbage
-    # collector's full passes (the latency benchmark showed no change either way on this machine).
-    gc.collect()
-    gc.freeze()
-    print(f"packwise worker {settings.worker_name}: model {scorer.version}, Kafka {settings.bootstrap_servers}, "
-          f"web http://{settings.web_host}:{settings.web_port}", flush=True)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+        settings.worker_dir.mkdir(parents=True, exist_ok=True)
+        app = create_app(settings, scorer)
+        # Faust and its dependencies are hundreds of thousands of long-lived objects: keep them out of the
+        # cyclic garbage collector's full passes.
+        gc.collect()
+        gc.freeze()
+        print(f"packwise worker {settings.worker_name}: model {scorer.version} (scoring process {scorer.pid}), "
+              f"Kafka {settings.bootstrap_servers}, web http://{settings.web_host}:{settings.web_port}", flush=True)
+        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+        worker.execute_from_commandline()
+    finally:
+        scorer.close()
     return 0
 
 

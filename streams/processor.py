@@ -197,7 +197,9 @@ class Processor:
         if product in t.pending:
             del t.pending[product]
             jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source))
-        elif state.get("model") and previous and any(previous[f] != record[f] for f in MATERIAL_FIELDS):
+        elif previous and (state.get("model") or product in t.captures) and any(
+                previous[f] != record[f] for f in MATERIAL_FIELDS):
+            # a captured product whose first verdict is still being scored (from the old text) is scored again
             jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source,
                                  catalog_changed=True))
 

@@ -1,8 +1,18 @@
-"""The worker's view of the model: a bundle loaded once, scoring batches of jobs into ModelViews."""
+"""The worker's view of the model: a bundle loaded once, scoring batches of jobs into ModelViews.
+
+Scorer runs the model in the calling process. ScoringProcess runs a Scorer in a child process and is what
+the worker uses: torch's operators give up Python's global lock and take it back hundreds of times per
+batch, so a model sharing a process with a busy event loop waits for the lock at every one of them (a
+batch took 17 times longer beside a busy Python thread on this machine; bench/RESULTS-worker.md). In its
+own process the model never waits for the event loop, and the event loop never waits for the model.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import time
 from pathlib import Path
 
 from streams import metrics
@@ -52,8 +62,111 @@ class Scorer:
         return self.bundle.version
 
     def score(self, jobs: list[ScoreJob]) -> list[ModelView]:
+        return self.score_records([(j.catalog, j.capture) for j in jobs])
+
+    def score_records(self, records: list[tuple[dict | None, dict | None]]) -> list[ModelView]:
+        """(catalog record, capture record) pairs, either side None, to one ModelView each."""
+        if not records:
+            return []
+        predictions = self.bundle.predict([c for c, _ in records], [t for _, t in records])
+        return [ModelView(p.probabilities, p.certified, p.bundle_version) for p in predictions]
+
+
+class ScorerGone(PackwiseError):
+    """The scoring process died: no batch can be scored any more."""
+
+
+class ScoringFailed(Exception):
+    """The model could not score one batch (what the scoring process raised, as text)."""
+
+
+def _serve(path: str, threads: int, conn) -> None:
+    """The scoring process: load, say ready (or why not), then score each batch sent until the pipe closes,
+    which is also what happens when the worker dies, however it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the worker decides
+    try:
+        scorer = Scorer.load(path, threads)
+    except PackwiseError as error:
+        conn.send(("error", str(error)))
+        return
+    except Exception as error:  # noqa: BLE001 - reported to the worker, which exits with it
+        conn.send(("error", f"cannot load the model from {path}: {error!r}"))
+        return
+    conn.send(("ready", scorer.version))
+    while True:
+        try:
+            records = conn.recv()
+        except (EOFError, OSError):
+            return
+        if records is None:
+            return
+        try:
+            views = scorer.score_records(records)
+        except Exception as error:  # noqa: BLE001 - one batch; the worker retries its jobs one by one
+            conn.send(("error", repr(error)))
+        else:
+            conn.send(("ok", [(v.probabilities, v.certified, v.version) for v in views]))
+
+
+class ScoringProcess:
+    """A Scorer in a child process (spawned: nothing of the worker's sockets or threads is inherited).
+    score() sends a batch down a pipe and blocks until the views come back; call it from one thread at
+    a time (the worker's single scoring thread)."""
+
+    def __init__(self, path: str | Path, threads: int = 0, load_timeout_s: float = 300.0) -> None:
+        if not str(path):
+            raise PackwiseError("no model bundle given: pass --model DIR or set PACKWISE_MODEL_PATH "
+                                "(`packwise train --out DIR` writes one)")
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(target=_serve, args=(str(path), threads, child_conn),
+                                        name="packwise-scoring", daemon=True)
+        self._process.start()
+        child_conn.close()
+        try:
+            if not self._conn.poll(load_timeout_s):
+                raise PackwiseError(f"the scoring process did not load the model {path} within {load_timeout_s:.0f}s")
+            kind, value = self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join(5)
+            raise PackwiseError(f"the scoring process exited (code {self._process.exitcode}) while loading the "
+                                f"model {path}") from None
+        except PackwiseError:
+            self.close()
+            raise
+        if kind != "ready":
+            self.close()
+            raise PackwiseError(value)
+        self.version: str = value
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def score(self, jobs: list[ScoreJob]) -> list[ModelView]:
         if not jobs:
             return []
-        with metrics.SCORING_SECONDS.time():
-            predictions = self.bundle.predict([j.catalog for j in jobs], [j.capture for j in jobs])
-        return [ModelView(p.probabilities, p.certified, p.bundle_version) for p in predictions]
+        started = time.perf_counter()
+        try:
+            self._conn.send([(j.catalog, j.capture) for j in jobs])
+            kind, value = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            self._process.join(1)
+            raise ScorerGone(f"the scoring process (pid {self._process.pid}) is gone (exit code "
+                             f"{self._process.exitcode})") from None
+        metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+        if kind != "ok":
+            raise ScoringFailed(value)
+        return [ModelView(*view) for view in value]
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Ask the process to finish, then make sure it has (SIGKILL after timeout_s)."""
+        try:
+            self._conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self._conn.close()
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)

@@ -124,8 +124,8 @@ class Settings:
         200_000, "Products whose statistics and decision state each worker keeps decoded in memory (0: none); "
         "a read cache in front of RocksDB, emptied whenever partitions move.", _non_negative_int, "an integer >= 0")
     scoring_threads: int = _setting(
-        0, "Threads torch uses for inference in a worker; 0: one per core but one, which is left to the event "
-        "loop (decoding, tables, publishing run there while a batch is scored).", _non_negative_int,
+        0, "Threads torch uses in the worker's scoring process; 0: one per core but one, which is left to the "
+        "worker's event loop (decoding, tables, publishing run there while a batch is scored).", _non_negative_int,
         "an integer >= 0")
     batch_within_s: float = _setting(
         0.01, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",

@@ -1,0 +1,79 @@
+"""The model in its own process: the same verdicts as in the worker's process, clear errors when it cannot
+load, a batch it cannot score reported (and the process still serving), its death noticed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from models.world import World, WorldConfig, capture_record, catalog_record
+from streams.errors import PackwiseError
+from streams.processor import ScoreJob
+from streams.scoring import Scorer, ScorerGone, ScoringFailed, ScoringProcess
+
+
+@pytest.fixture(scope="module")
+def jobs() -> list[ScoreJob]:
+    world = World.generate(WorldConfig(seed=3, n_products=6))
+    rng = np.random.default_rng(3)
+    out = []
+    for i, product in enumerate(world.products):
+        catalog = catalog_record(product) if i % 3 != 1 else None  # some image-only, some text-only
+        capture = capture_record(product, rng) if i % 3 != 2 else None
+        out.append(ScoreJob(product.product_id, catalog, capture, ("tunnel-captures", 0)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def process(trained_bundle: Path):
+    scoring = ScoringProcess(trained_bundle, threads=1)
+    yield scoring
+    scoring.close()
+
+
+def test_same_verdicts_as_in_process(process: ScoringProcess, trained_bundle: Path, jobs: list[ScoreJob]) -> None:
+    local = Scorer.load(trained_bundle, threads=1).score(jobs)
+    remote = process.score(jobs)
+    assert process.version == local[0].version
+    assert [v.certified for v in remote] == [v.certified for v in local]
+    for r, l in zip(remote, local):
+        assert r.probabilities == pytest.approx(l.probabilities, abs=1e-9)
+    assert process.score([]) == []
+
+
+def test_a_batch_it_cannot_score_is_reported_and_the_process_keeps_serving(process: ScoringProcess,
+                                                                           jobs: list[ScoreJob]) -> None:
+    capture = next(j.capture for j in jobs if j.capture is not None)
+    broken = {**capture, "views": [{**capture["views"][0], "image": b"not a png"}]}
+    with pytest.raises(ScoringFailed):
+        process.score([ScoreJob("P-broken", None, broken, ("tunnel-captures", 0))])
+    assert len(process.score(jobs)) == len(jobs)
+
+
+def test_missing_bundle_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PackwiseError, match="cannot load the model.*does not exist"):
+        ScoringProcess(tmp_path / "nowhere")
+    with pytest.raises(PackwiseError, match="no model bundle given"):
+        ScoringProcess("")
+
+
+def test_death_is_noticed_and_close_reaps(trained_bundle: Path, jobs: list[ScoreJob]) -> None:
+    scoring = ScoringProcess(trained_bundle, threads=1)
+    pid = scoring.pid
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ScorerGone, match=str(pid)):
+        scoring.score(jobs)
+    scoring.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_close_stops_the_process(trained_bundle: Path) -> None:
+    scoring = ScoringProcess(trained_bundle, threads=1)
+    pid = scoring.pid
+    scoring.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
