@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_worker.py scoring   # scoring path vs offline batch inference
     .venv/bin/python bench/bench_worker.py latency   # capture -> decision latency at a steady rate
     .venv/bin/python bench/bench_worker.py memory    # worker RSS with N products, restart time
+    .venv/bin/python bench/bench_worker.py contention  # the model beside a busy event loop: same process or its own
     .venv/bin/python bench/bench_worker.py all
 
 Each run appends its figures, the command and the machine to bench/RESULTS-worker.md. The machine is
@@ -40,6 +41,7 @@ from streams.topics import admin_client, create_topics, producer_config  # noqa:
 from streams.workers import WorkerProcess, settings_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-worker.md"
+BROKER_PID: list[int] = []  # the broker main() started, for CPU accounting
 SERDE = Serde()
 PACKS = ["sioc", "poly_bag", "padded_mailer", "box"]
 
@@ -190,7 +192,14 @@ def capture_messages(settings: Settings, products: int, seed: int):
     return catalogs, captures
 
 
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far."""
+    return {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+
+
 def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> list[str]:
+    import torch
+
     from models.bundle import load_bundle
 
     settings = base.replace(app_id=f"bench-score-{uuid.uuid4().hex[:6]}", topic_prefix=f"sc{uuid.uuid4().hex[:6]}.")
@@ -198,12 +207,19 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
     catalogs, captures = capture_messages(settings, products, seed=31)
     loaded = load_bundle(bundle)
     decoded = [SERDE.decode("tunnel_capture", SERDE.encode("tunnel_capture", c)) for c in captures]
-    offline = []
-    for _ in range(3):
-        started = time.monotonic()
+
+    def offline_rate() -> tuple[float, float]:
+        """captures/s and CPU ms per capture of Bundle.predict in batches of the worker's size"""
+        started, cpu = time.monotonic(), time.process_time()
         for i in range(0, products, settings.batch_size):
             loaded.predict(catalogs[i:i + settings.batch_size], decoded[i:i + settings.batch_size])
-        offline.append(products / (time.monotonic() - started))
+        return products / (time.monotonic() - started), (time.process_time() - cpu) * 1000 / products
+
+    all_threads = torch.get_num_threads()
+    offline = [offline_rate() for _ in range(3)]
+    worker_threads = settings.scoring_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    torch.set_num_threads(worker_threads)
+    offline_same = [offline_rate()[0] for _ in range(3)]
     del loaded
     worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "scoring")), tmp / "scoring.log")
     worker.start()
@@ -211,6 +227,10 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
         produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
                            for c in catalogs))
         time.sleep(5.0)  # the catalog is in; now the tunnel
+        parent = psutil.Process(worker.process.pid)
+        scoring = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+        processes = {"worker": parent, "scoring process": scoring[0], "broker": psutil.Process(BROKER_PID[0])}
+        cpu_before = cpu_seconds(processes)
         produce(settings, ((settings.topic_prefix + "tunnel-captures", c["product_id"], SERDE.encode("tunnel_capture", c))
                            for c in captures))
         deadline = time.monotonic() + 600
@@ -220,18 +240,85 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
             if len({d["product_id"] for d in decisions if d["model_version"]}) >= products:
                 break
             time.sleep(2.0)
+        cpu_used = {name: (after - cpu_before[name]) * 1000 / products
+                    for name, after in cpu_seconds(processes).items()}
     finally:
         worker.stop()
     scored = sorted(d["decided_at"] for d in decisions if d["model_version"])
     span = (scored[-1] - scored[0]).total_seconds()
     rate = (len(scored) - 1) / span
-    median_offline = statistics.median(offline)
+    median_offline = statistics.median(r for r, _ in offline)
     return [f"scoring path: {products} products, catalog first, then every capture (4 views, 48x48 PNG) at once; "
             f"batch size {settings.batch_size}",
-            f"offline Bundle.predict on the same decoded records: median {median_offline:,.0f} captures/s (runs: "
-            f"{', '.join(f'{r:,.0f}' for r in offline)})",
+            f"offline Bundle.predict on the same decoded records, {all_threads} torch threads: median "
+            f"{median_offline:,.0f} captures/s (runs: {', '.join(f'{r:,.0f}' for r, _ in offline)}), "
+            f"{statistics.median(c for _, c in offline):.1f} CPU ms per capture; with the worker's {worker_threads} "
+            f"thread(s): median {statistics.median(offline_same):,.0f} captures/s",
             f"one worker: {rate:,.0f} captures/s (first to last decision: {span:.1f} s)",
-            f"streaming overhead: {1 - rate / median_offline:.0%} (target: at most 20%)"]
+            "CPU ms per capture while the worker scored (captures in, decisions out): "
+            + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu_used.items())
+            + f"; {sum(cpu_used.values()):.1f} in all, on {len(os.sched_getaffinity(0))} cores",
+            f"streaming overhead: {1 - rate / median_offline:.0%} against {all_threads} threads, "
+            f"{1 - rate / statistics.median(offline_same):.0%} against {worker_threads} (target: at most 20%)"]
+
+
+def bench_contention(bundle: Path, products: int = 512, repeats: int = 3) -> list[str]:
+    """Why the model runs in its own process: the same batches scored in this process alone, in a thread
+    beside a thread that runs Python without pause (an event loop under load), and in a ScoringProcess
+    beside that same thread. One torch thread each, as the worker's default on 2 cores."""
+    import threading
+
+    import torch
+
+    from models.bundle import load_bundle
+    from streams.processor import ScoreJob
+    from streams.scoring import ScoringProcess
+
+    catalogs, captures = capture_messages(Settings(), products, seed=51)
+    decoded = [SERDE.decode("tunnel_capture", SERDE.encode("tunnel_capture", c)) for c in captures]
+    jobs = [ScoreJob(c["product_id"], c, d, ("tunnel-captures", 0)) for c, d in zip(catalogs, decoded)]
+    loaded = load_bundle(bundle)
+    torch.set_num_threads(1)
+    in_process = lambda batch: loaded.predict([j.catalog for j in batch], [j.capture for j in batch])  # noqa: E731
+
+    def rate(score) -> float:
+        started = time.monotonic()
+        for i in range(0, products, 64):
+            score(jobs[i:i + 64])
+        return products / (time.monotonic() - started)
+
+    def beside_busy_python(score) -> float:
+        stop, result = threading.Event(), []
+
+        def busy() -> None:
+            while not stop.is_set():
+                sum(range(200))
+
+        spinner = threading.Thread(target=busy)
+        spinner.start()
+        try:
+            scorer = threading.Thread(target=lambda: result.append(rate(score)))
+            scorer.start()
+            scorer.join()
+        finally:
+            stop.set()
+            spinner.join()
+        return result[0]
+
+    rate(in_process)  # warm-up
+    alone = [rate(in_process) for _ in range(repeats)]
+    shared = [beside_busy_python(in_process) for _ in range(repeats)]
+    process = ScoringProcess(bundle, threads=1)
+    try:
+        own = [beside_busy_python(process.score) for _ in range(repeats)]
+    finally:
+        process.close()
+    m = statistics.median
+    return [f"{products} captures in batches of 64, 1 torch thread, median of {repeats}",
+            f"in this process, nothing else running: {m(alone):,.0f} captures/s",
+            f"in this process, beside a thread running Python without pause: {m(shared):,.0f} captures/s "
+            f"({m(alone) / m(shared):.0f}x slower)",
+            f"in a scoring process (streams/scoring.py), beside the same thread: {m(own):,.0f} captures/s"]
 
 
 def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds: float) -> list[str]:
@@ -313,7 +400,7 @@ def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["stats", "scoring", "latency", "memory", "all"])
+    parser.add_argument("which", choices=["stats", "scoring", "latency", "memory", "contention", "all"])
     parser.add_argument("--bundle", type=Path, help="model bundle (default: train a small one)")
     parser.add_argument("--products", type=int, default=20_000, help="stats: products")
     parser.add_argument("--per-product", type=int, default=10, help="stats: events per product")
@@ -327,6 +414,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         broker = LocalBroker(tmp / "kafka", free_port(), free_port(), heap="1g")
         broker.start(echo=False)
+        BROKER_PID.append(int(broker.pid_file.read_text().split()[0]))
         try:
             bundle = args.bundle
             if bundle is None:
@@ -342,7 +430,8 @@ def main() -> None:
             runs = {"stats": lambda: bench_stats(base, tmp, bundle, args.products, args.per_product),
                     "scoring": lambda: bench_scoring(base, tmp, bundle, args.score_products),
                     "latency": lambda: bench_latency(base, tmp, bundle, args.rate, args.seconds),
-                    "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products)}
+                    "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products),
+                    "contention": lambda: bench_contention(bundle)}
             for name in (runs if args.which == "all" else [args.which]):
                 record(f"worker benchmark: {name}", runs[name](), command)
         finally:

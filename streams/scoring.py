@@ -2,9 +2,9 @@
 
 Scorer runs the model in the calling process. ScoringProcess runs a Scorer in a child process and is what
 the worker uses: torch's operators give up Python's global lock and take it back hundreds of times per
-batch, so a model sharing a process with a busy event loop waits for the lock at every one of them (a
-batch took 17 times longer beside a busy Python thread on this machine; bench/RESULTS-worker.md). In its
-own process the model never waits for the event loop, and the event loop never waits for the model.
+batch, so a model sharing a process with a busy event loop waits for the lock at every one of them (ten
+times slower beside a thread running Python: `bench/bench_worker.py contention`). In its own process the
+model never waits for the event loop, and the event loop never waits for the model.
 """
 
 from __future__ import annotations
