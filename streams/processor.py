@@ -278,10 +278,10 @@ class Processor:
                 del stats["recent"][:-RECENT_IDS_KEPT]
                 t.damage_stats[product] = stats
                 state = t.products.get(product) or {}
-                if marketplace and "marketplace" not in state:
+                learned = bool(marketplace and "marketplace" not in state)
+                if learned:
                     state = {**state, "marketplace": marketplace}
-                    t.products[product] = state
-                out += self.redecide(product, state=state, stats=stats)
+                out += self.redecide(product, state=state, stats=stats, changed=learned)
         return out
 
     def due_pending(self) -> list[ScoreJob]:
@@ -305,17 +305,17 @@ class Processor:
                 state = self.tables.products.get(job.product_id) or {}
                 state["model"] = {"p": [view.probabilities[p] for p in PACK_TYPES],
                                   "ok": [bool(view.certified[p]) for p in PACK_TYPES], "version": view.version}
-                self.tables.products[job.product_id] = state
-                out += self.redecide(job.product_id, catalog_changed=job.catalog_changed)
+                out += self.redecide(job.product_id, catalog_changed=job.catalog_changed, state=state, changed=True)
         return out
 
     # -- deciding --------------------------------------------------------------------------------------
 
     def redecide(self, product: str, catalog_changed: bool = False, state: dict | None = None,
-                 stats: dict | None = None) -> list[Outgoing]:
+                 stats: dict | None = None, changed: bool = False) -> list[Outgoing]:
         """Ask the policy again; publish the decision if it changed, a relabel trigger if the package type
         moved, and a test request the first time a lighter type is worth testing. `state` and `stats` are
-        the product's current table values when the caller holds them already."""
+        the product's current table values when the caller holds them already; `changed`: the caller
+        changed `state` and leaves writing it to this method (one table write for both)."""
         t = self.tables
         if state is None:
             state = t.products.get(product) or {}
@@ -348,7 +348,7 @@ class Processor:
         if decision.test and decision.test.package_type.value not in requested:
             requested.append(decision.test.package_type.value)
             out.append(self._test_message(product, market, decision, now or _millis_now(self.clock)))
-        if out:
+        if out or changed:
             t.products[product] = state
         return out
 
