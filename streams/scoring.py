@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -113,7 +114,8 @@ class ScoringProcess:
     score() sends a batch down a pipe and blocks until the views come back; call it from one thread at
     a time (the worker's single scoring thread)."""
 
-    def __init__(self, path: str | Path, threads: int = 0, load_timeout_s: float = 300.0) -> None:
+    def __init__(self, path: str | Path, threads: int = 0, load_timeout_s: float = 300.0,
+                 answer_timeout_s: float = 120.0) -> None:
         if not str(path):
             raise PackwiseError("no model bundle given: pass --model DIR or set PACKWISE_MODEL_PATH "
                                 "(`packwise train --out DIR` writes one)")
@@ -138,6 +140,8 @@ class ScoringProcess:
             self.close()
             raise PackwiseError(value)
         self.version: str = value
+        self.answer_timeout_s = answer_timeout_s  # a batch takes well under a second; a hung model must not
+        # hold the worker's partitions forever
 
     @property
     def pid(self) -> int | None:
@@ -147,24 +151,35 @@ class ScoringProcess:
         if not jobs:
             return []
         started = time.perf_counter()
+        hung = threading.Event()
+
+        def kill_hung() -> None:  # a send blocks too once the pipe is full, so a timer, not a poll timeout
+            hung.set()
+            self._process.kill()
+
+        watchdog = threading.Timer(self.answer_timeout_s, kill_hung)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             self._conn.send([(j.catalog, j.capture) for j in jobs])
             kind, value = self._conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             self._process.join(1)
+            if hung.is_set():
+                raise ScorerGone(f"the scoring process (pid {self._process.pid}) did not answer within "
+                                 f"{self.answer_timeout_s:.0f}s; killed it") from None
             raise ScorerGone(f"the scoring process (pid {self._process.pid}) is gone (exit code "
                              f"{self._process.exitcode})") from None
+        finally:
+            watchdog.cancel()
         metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
         if kind != "ok":
             raise ScoringFailed(value)
         return [ModelView(*view) for view in value]
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Ask the process to finish, then make sure it has (SIGKILL after timeout_s)."""
-        try:
-            self._conn.send(None)
-        except (OSError, ValueError):
-            pass
+        """Close the pipe (the process ends when it reads the end of it), then make sure it has: SIGKILL after
+        timeout_s. No goodbye message: a send can block on a full pipe to a hung process."""
         self._conn.close()
         self._process.join(timeout_s)
         if self._process.is_alive():

@@ -77,3 +77,15 @@ def test_close_stops_the_process(trained_bundle: Path) -> None:
     pid = scoring.pid
     scoring.close()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_hung_process_is_killed_after_the_answer_timeout(trained_bundle: Path, jobs: list[ScoreJob]) -> None:
+    scoring = ScoringProcess(trained_bundle, threads=1, answer_timeout_s=2.0)
+    pid = scoring.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ScorerGone, match="did not answer within 2s"):
+            scoring.score(jobs)
+    finally:
+        scoring.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
