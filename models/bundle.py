@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ import numpy as np
 import torch
 
 from models import features
+from models.bundle_files import BUNDLE_FORMAT, FILES, BundleError, verify_files  # noqa: F401 (re-exported)
+from models.bundle_files import sha256 as _sha256
 from models.calibrate import calibrated
 from models.imbalance import Imbalance
 from models.network import DamageNet, Modality, NetworkConfig
@@ -25,12 +26,6 @@ from models.packtypes import PACK_TYPES, PackType
 from models.tokenizer import Tokenizer
 from models.train import FitResult, predict_logits, set_threads
 
-BUNDLE_FORMAT = 1
-FILES = ("weights.pt", "tokenizer.model", "config.json", "calibration.json", "metrics.json")
-
-
-class BundleError(Exception):
-    """A bundle directory is missing, incomplete or corrupt."""
 
 
 @dataclass(frozen=True)
@@ -40,10 +35,6 @@ class Prediction:
     certified: dict[PackType, bool]  # auto-certified: probability at or below the type's threshold
     lightest_certified: PackType | None
     bundle_version: str
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def bundle_version(fingerprint: str, when: datetime | None = None) -> str:
@@ -132,22 +123,7 @@ def load_bundle(path: str | Path) -> Bundle:
     """Load and verify a bundle directory; raises BundleError naming the path and the problem."""
     path = Path(path)
     set_threads()  # torch's default counts the machine's cores, not the ones this worker may use
-    if not path.is_dir():
-        raise BundleError(f"bundle {path} does not exist or is not a directory.")
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise BundleError(f"bundle {path} has no manifest.json; it is not a packwise bundle or is incomplete.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BundleError(f"bundle {path} has a corrupt manifest.json.") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"bundle {path} has format {manifest.get('format')!r}; this packwise reads format "
-                          f"{BUNDLE_FORMAT}.")
-    for name in FILES:
-        if not (path / name).is_file():
-            raise BundleError(f"bundle {path} is missing {name}.")
-        if _sha256(path / name) != manifest.get("files", {}).get(name):
-            raise BundleError(f"bundle {path} has a corrupt {name} (its checksum does not match the manifest).")
+    manifest = verify_files(path)
     try:
         config = json.loads((path / "config.json").read_text())
         calibration = json.loads((path / "calibration.json").read_text())

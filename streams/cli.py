@@ -79,15 +79,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     if args.model:
         settings = settings.replace(model_path=str(args.model))
-    scorer = ScoringProcess(settings.model_path, threads=settings.scoring_threads)
+    # The model loads in its process (torch's import is most of it) while this one checks the topics and
+    # builds the app; a model that cannot load is reported first, as the more basic mistake.
+    scorer = ScoringProcess(settings.model_path, threads=settings.scoring_threads, wait=False)
     try:
-        topics.verify_topics(settings, attempts=3, timeout_s=5.0)
+        try:
+            topics.verify_topics(settings, attempts=3, timeout_s=5.0)
+        except PackwiseError:
+            scorer.wait_ready()
+            raise
         import faust
 
         from streams.app import create_app
 
         settings.worker_dir.mkdir(parents=True, exist_ok=True)
         app = create_app(settings, scorer)
+        scorer.wait_ready()
         # Faust and its dependencies are hundreds of thousands of long-lived objects: keep them out of the
         # cyclic garbage collector's full passes.
         gc.collect()

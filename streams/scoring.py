@@ -22,6 +22,10 @@ from streams.policy import ModelView
 from streams.processor import ScoreJob
 
 
+def cannot_load(error: Exception) -> PackwiseError:
+    return PackwiseError(f"cannot load the model: {str(error).rstrip('.')}; retrain with `packwise train --out DIR`")
+
+
 class Scorer:
     def __init__(self, bundle) -> None:  # models.bundle.Bundle; imported lazily (torch) by load()
         self.bundle = bundle
@@ -38,8 +42,7 @@ class Scorer:
         try:
             bundle = load_bundle(path)
         except BundleError as error:
-            raise PackwiseError(f"cannot load the model: {str(error).rstrip('.')}; retrain with "
-                                "`packwise train --out DIR`") from None
+            raise cannot_load(error) from None
         # after load_bundle, which sets one thread per core
         torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0)) - 1))
         scorer = cls(bundle)
@@ -114,34 +117,51 @@ class ScoringProcess:
     score() sends a batch down a pipe and blocks until the views come back; call it from one thread at
     a time (the worker's single scoring thread)."""
 
-    def __init__(self, path: str | Path, threads: int = 0, load_timeout_s: float = 300.0,
-                 answer_timeout_s: float = 120.0) -> None:
+    def __init__(self, path: str | Path, threads: int = 0, answer_timeout_s: float = 120.0,
+                 wait: bool = True) -> None:
+        """Start the process; with `wait`, wait until the model is loaded (else call wait_ready() before
+        scoring: the worker does its other start-up work meanwhile)."""
         if not str(path):
             raise PackwiseError("no model bundle given: pass --model DIR or set PACKWISE_MODEL_PATH "
                                 "(`packwise train --out DIR` writes one)")
+        from models.bundle_files import BundleError, verify_files
+
+        try:  # the common mistakes (no bundle there, a file missing or corrupt) without waiting for torch
+            verify_files(path)
+        except BundleError as error:
+            raise cannot_load(error) from None
+        self.path = str(path)
+        self.version = ""
+        self.answer_timeout_s = answer_timeout_s  # a batch takes well under a second; a hung model must not
+        # hold the worker's partitions forever
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=_serve, args=(str(path), threads, child_conn),
+        self._process = context.Process(target=_serve, args=(self.path, threads, child_conn),
                                         name="packwise-scoring", daemon=True)
         self._process.start()
         child_conn.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        """Block until the model is loaded; PackwiseError (the process stopped) when it cannot be."""
+        if self.version:
+            return
         try:
-            if not self._conn.poll(load_timeout_s):
-                raise PackwiseError(f"the scoring process did not load the model {path} within {load_timeout_s:.0f}s")
+            if not self._conn.poll(timeout_s):
+                raise PackwiseError(f"the scoring process did not load the model {self.path} within {timeout_s:.0f}s")
             kind, value = self._conn.recv()
         except (EOFError, OSError):
             self._process.join(5)
             raise PackwiseError(f"the scoring process exited (code {self._process.exitcode}) while loading the "
-                                f"model {path}") from None
+                                f"model {self.path}") from None
         except PackwiseError:
             self.close()
             raise
         if kind != "ready":
             self.close()
             raise PackwiseError(value)
-        self.version: str = value
-        self.answer_timeout_s = answer_timeout_s  # a batch takes well under a second; a hung model must not
-        # hold the worker's partitions forever
+        self.version = value
 
     @property
     def pid(self) -> int | None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,10 @@ def test_partition_counts_that_break_co_partitioning(kafka_settings: Settings, t
             wrong[damage_reports].result()
             break
         except Exception:
-            import time
-
             time.sleep(0.5)
+    for _ in range(30):  # and so does its metadata: the worker must see the new topic, not a missing one
+        topic = admin.list_topics(damage_reports, timeout=5).topics.get(damage_reports)
+        if topic is not None and topic.error is None and len(topic.partitions) == 1:
+            break
+        time.sleep(0.5)
     assert_one_line(worker(settings), f"{damage_reports} has 1 (expected 3)")
