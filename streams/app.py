@@ -125,6 +125,8 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
     app.on_rebalance_complete.connect(forget_cached)
     processor = Processor(settings, Serde(registry_url=settings.schema_registry_url),
                           load_marketplaces(settings.marketplaces_file), tables, context=partition_context)
+    # one thread that waits on the scoring process's pipe, so the event loop never does; one, so batches
+    # from the two scoring agents and the timer take turns on that pipe
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")
     outgoing_topics: dict[str, faust.TopicT] = {}
 
@@ -181,8 +183,8 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
         Nothing is acked early: each event of a batch gets one more reference before take_events' own ack,
         and loses it only once the batch's decisions are handed to the producer, so the consumer commits
         no offset whose outputs are not out (a rebalance waits for it, as for any unacked event). At most
-        one batch scores at a time, in read order, so a product's verdicts apply in the order of its
-        captures."""
+        one batch of an agent scores at a time, in read order, so a product's verdicts apply in the order
+        of its captures."""
         scoring: asyncio.Future | None = None
 
         async def finish(events: list[faust.EventT], out: list[Outgoing], jobs: list[ScoreJob]) -> None:
