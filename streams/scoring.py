@@ -22,6 +22,12 @@ from streams.policy import ModelView
 from streams.processor import ScoreJob
 
 
+def require_path(path: str | Path) -> None:
+    if not str(path):
+        raise PackwiseError("no model bundle given: pass --model DIR or set PACKWISE_MODEL_PATH "
+                            "(`packwise train --out DIR` writes one)")
+
+
 def cannot_load(error: Exception) -> PackwiseError:
     return PackwiseError(f"cannot load the model: {str(error).rstrip('.')}; retrain with `packwise train --out DIR`")
 
@@ -32,9 +38,7 @@ class Scorer:
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 0) -> "Scorer":
-        if not str(path):
-            raise PackwiseError("no model bundle given: pass --model DIR or set PACKWISE_MODEL_PATH "
-                                "(`packwise train --out DIR` writes one)")
+        require_path(path)
         import torch
 
         from models.bundle import BundleError, load_bundle
@@ -85,8 +89,8 @@ class ScoringFailed(Exception):
 
 
 def _serve(path: str, threads: int, conn) -> None:
-    """The scoring process: load, say ready (or why not), then score each batch sent until the pipe closes,
-    which is also what happens when the worker dies, however it dies."""
+    """The scoring process: load, say ready (or why not), then score each batch sent until the pipe closes:
+    when the worker closes it, and when the worker dies, however it dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the worker decides
     try:
         scorer = Scorer.load(path, threads)
@@ -101,8 +105,6 @@ def _serve(path: str, threads: int, conn) -> None:
         try:
             records = conn.recv()
         except (EOFError, OSError):
-            return
-        if records is None:
             return
         try:
             views = scorer.score_records(records)
@@ -121,9 +123,7 @@ class ScoringProcess:
                  wait: bool = True) -> None:
         """Start the process; with `wait`, wait until the model is loaded (else call wait_ready() before
         scoring: the worker does its other start-up work meanwhile)."""
-        if not str(path):
-            raise PackwiseError("no model bundle given: pass --model DIR or set PACKWISE_MODEL_PATH "
-                                "(`packwise train --out DIR` writes one)")
+        require_path(path)
         from models.bundle_files import BundleError, verify_files
 
         try:  # the common mistakes (no bundle there, a file missing or corrupt) without waiting for torch

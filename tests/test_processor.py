@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import struct
 from typing import Any
 
@@ -249,3 +250,51 @@ def test_invalid_captures_and_catalog_records_are_dead_lettered(processor: Proce
     [letter] = _dead_letters(out, topic)
     assert reason in letter["reason"] and letter["offset"] == poison.offset
     assert jobs == [] and PRODUCT not in processor.tables.captures and PRODUCT not in processor.tables.catalog
+
+
+class SerializedTable(dict):
+    """A table that, like a Faust one, keeps a copy of what was written: a change to a value read from it
+    counts only once it is written back."""
+
+    def __getitem__(self, key: str) -> Any:
+        return copy.deepcopy(dict.__getitem__(self, key))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, copy.deepcopy(value))
+
+
+@pytest.fixture
+def serialized(clock: Clock) -> Processor:
+    tables = Tables(**{name: SerializedTable() for name in ("catalog", "captures", "pending", "products",
+                                                            "damage_stats")})
+    return Processor(Settings(catalog_wait_s=30.0), SERDE, DEFAULT_MARKETPLACES, tables, clock=clock)
+
+
+def test_a_new_verdict_is_stored_even_when_the_decision_does_not_change(serialized: Processor) -> None:
+    serialized.on_catalog([catalog()])
+    _, jobs = serialized.on_captures([capture()])
+    serialized.apply_scores(jobs, [SURE])
+    surer = ModelView(dict(zip(PACK_TYPES, [0.02, 0.001, 0.0005, 0.0001])), SURE.certified, SURE.version)
+    _, jobs = serialized.on_captures([capture()])
+    assert serialized.apply_scores(jobs, [surer]) == []  # nothing to publish, still something to keep
+    assert serialized.tables.products[PRODUCT]["model"]["p"][0] == 0.02
+
+
+def test_a_marketplace_learned_from_a_shipment_is_stored(serialized: Processor, clock: Clock) -> None:
+    serialized.on_captures([capture()])  # no catalog record: decided on images, marketplace unknown
+    clock.now += 31
+    serialized.apply_scores(serialized.due_pending(), [FRAGILE])
+    assert "marketplace" not in serialized.tables.products[PRODUCT]
+    assert serialized.on_damage_events([shipment("e-1", pack="box")]) == []  # same decision
+    assert serialized.tables.products[PRODUCT]["marketplace"] == SAMPLES["shipment"]["marketplace"]
+
+
+def test_material_catalog_change_while_the_first_verdict_is_being_scored_rescores(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    _, in_flight = processor.on_captures([capture()])
+    assert len(in_flight) == 1  # handed to the model; no verdict stored yet
+    _, jobs = processor.on_catalog([catalog(title="Glasvase, mundgeblasen")])
+    assert len(jobs) == 1 and jobs[0].catalog["title"] == "Glasvase, mundgeblasen" and jobs[0].capture is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +84,20 @@ def test_a_hung_process_is_killed_after_the_answer_timeout(trained_bundle: Path,
     scoring = ScoringProcess(trained_bundle, threads=1, answer_timeout_s=2.0)
     pid = scoring.pid
     os.kill(pid, signal.SIGSTOP)
+    outcome: list[BaseException | object] = []
+
+    def score() -> None:
+        try:
+            outcome.append(scoring.score(jobs))
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            outcome.append(error)
+
+    caller = threading.Thread(target=score, daemon=True)  # without a watchdog the call would never return
+    caller.start()
+    caller.join(60)
     try:
-        with pytest.raises(ScorerGone, match="did not answer within 2s"):
-            scoring.score(jobs)
+        assert outcome, "score() still blocked 60 s after a 2 s answer timeout"
+        assert isinstance(outcome[0], ScorerGone) and "did not answer within 2s" in str(outcome[0])
     finally:
-        scoring.close()
+        scoring.close()  # SIGKILLs it if the watchdog did not
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
