@@ -1,9 +1,11 @@
-"""The Faust worker wired: topics in, tables, agents, the timer, topics out. No business logic lives here:
-each agent reads a batch, hands it to the Processor, scores what it asks for, and publishes the result.
+"""The Faust worker wired: topics in, the state layer, agents, the timers, topics out. No business logic lives
+here: each agent reads a batch, hands it to the Processor, scores what it asks for, publishes the result,
+and leaves its events to the state layer, which acknowledges them once a flush has made their effects
+durable (streams/state.py).
 
 DESIGN.md invariant 3 holds because the Processor never raises on a bad message (it returns a dead
-letter instead); invariant 2 because every table-mutating agent runs with concurrency 1 and the
-Processor applies each event id once.
+letter instead); invariant 2 because every table-mutating agent runs with concurrency 1, the Processor
+applies each event id once, and no offset is committed before the state it produced is in the changelog.
 """
 
 from __future__ import annotations
@@ -11,66 +13,32 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import weakref
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import faust
 import faust.web
 import prometheus_client
 from faust.sensors.prometheus import setup_prometheus_sensors
-from faust.streams import _current_event  # see partition_context
 
-from streams import delivery, metrics
+from streams import changelog, metrics
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
-from streams.processor import Incoming, Outgoing, Processor, ScoreJob, Tables, TopicNames
+from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
 from streams.scoring import ScoringFailed, ScoringProcess
 from streams.serde import Serde
 from streams.settings import Settings
-from streams.state import Base64Values, CachedTable
+from streams.state import WIRE_TABLES, StateLayer, TableSpec, codec_for
 from streams.topics import TABLES, TopicRole, topic_specs
 
 log = get_logger("packwise.worker")
-
-# Tables the statistics path reads for every product it touches, read through a cache (streams/state.py)
-CACHED_TABLES = ("products", "damage_stats")
-
-
-@dataclass(frozen=True)
-class _StandInMessage:
-    topic: str
-    partition: int
-
-
-@dataclass(frozen=True)
-class _StandInEvent:
-    message: _StandInMessage
-
-
-@contextmanager
-def partition_context(topic: str, partition: int) -> Iterator[None]:
-    """Make table writes land in `partition` of their changelog and local store.
-
-    Faust routes a table write by the event being processed; in a batch from take_events that is the
-    last event of the batch, whatever partition the key belongs to, and a timer has none. A stand-in
-    event carrying the product's own topic and partition makes each write go where the product lives."""
-    stand_in = _StandInEvent(_StandInMessage(topic, partition))
-    token = _current_event.set(weakref.ref(stand_in))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(","))
 
 
-def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
+def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limits()) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap_servers),
@@ -83,14 +51,11 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger_ms=5,
+        producer_max_request_size=limits.max_record_bytes,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
     )
-    delivery.install(app)
-    # Table writes wait in Faust's producer buffer; past 100 messages Faust flushes it on every delivered
-    # message and logs a warning each time. A statistics batch writes up to two records per event.
-    buffer = app.producer.buffer
-    buffer.max_messages = max(buffer.max_messages, 4 * max(settings.stats_batch_size, settings.batch_size))
+    changelog.install(app)
     if settings.faust_metrics:
         setup_prometheus_sensors(app, name_prefix="packwise_faust")  # serves /metrics, ours included
     else:
@@ -105,35 +70,48 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
         return app.topic(*topic_names, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
-    def table(name: str, help: str) -> MutableMapping:
-        table = app.Table(name, partitions=settings.partitions, key_type=str, help=help)
-        # Faust serializes table values as JSON (its changelog recovery ignores a per-table codec), so the
-        # tables that keep wire bytes keep them in base64.
-        if name in ("catalog", "captures"):
-            return Base64Values(table)
-        return CachedTable(table, settings.state_cache_size) if name in CACHED_TABLES else table
+    def table(name: str, help: str) -> TableSpec:
+        # raw bytes both ways: Faust restores the changelog into the store byte for byte, the state layer
+        # encodes and decodes (streams/state.py)
+        table = app.Table(name, partitions=settings.partitions, key_type=bytes, value_type=bytes, help=help)
+        return TableSpec(name, table.changelog_topic.get_topic_name(), codec_for(name), changelog.FaustStore(table),
+                         cached=name not in WIRE_TABLES)
 
-    tables = Tables(**{name: table(name, doc) for name, doc in TABLES.items()})
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == names.captures}
 
-    def forget_cached(*_args, **_kwargs) -> None:
+    def release(events: list[faust.EventT]) -> None:
+        """Drop the reference `batches` took: the consumer may now commit past these events."""
+        for event in events:
+            if event.ack():
+                message = event.message
+                app.sensors.on_message_out(message.tp, message.offset, message)
+
+    sender = changelog.ProducerSender(app)
+    state = StateLayer([table(name, doc) for name, doc in TABLES.items()], sender, release,
+                       cache_size=settings.state_cache_size, max_dirty=settings.state_max_dirty,
+                       record_limit=limits.max_value_bytes, owned=owned)
+    tables = Tables(**state.tables)
+
+    async def flush_before_revoking(*_args, **_kwargs) -> None:
+        await state.flush()
+        state.forget(owned())
+
+    async def forget_cached(*_args, **_kwargs) -> None:
         """Partitions moved: another worker may have written what this one cached."""
-        for name in CACHED_TABLES:
-            getattr(tables, name).clear_cache()
+        state.forget(owned())
 
-    app.on_partitions_revoked.connect(forget_cached)
+    app.on_partitions_revoked.connect(flush_before_revoking)
     app.on_partitions_assigned.connect(forget_cached)
-    app.on_rebalance_complete.connect(forget_cached)
     processor = Processor(settings, Serde(registry_url=settings.schema_registry_url),
-                          load_marketplaces(settings.marketplaces_file), tables, context=partition_context)
+                          load_marketplaces(settings.marketplaces_file), tables, context=state.at, limits=limits)
     # one thread that waits on the scoring process's pipe, so the event loop never does; one, so batches
     # from the two scoring agents and the timer take turns on that pipe
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")
-    outgoing_topics: dict[str, faust.TopicT] = {}
 
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
-            topic = outgoing_topics.get(message.topic) or outgoing_topics.setdefault(message.topic, raw_topic(message.topic))
-            await topic.send(key=message.key.encode(), value=message.value)
+            await sender.publish(message.topic, message.key.encode(), message.value)
 
     async def score(jobs: list[ScoreJob]) -> list[Outgoing]:
         if not jobs:
@@ -161,6 +139,8 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
         """(events, batch) per take_events batch; Faust acks the events when the agent asks for the next."""
         timer = metrics.BATCH_SECONDS.labels(agent=agent)
         async for events in stream.take_events(size, within=settings.batch_within_s):
+            for event in events:  # released by the flush that makes the batch's effects durable
+                event.message.incref()
             batch = [incoming(e) for e in events]
             for topic, count in Counter(m.topic for m in batch).items():
                 metrics.EVENTS.labels(topic=topic).inc(count)
@@ -168,21 +148,14 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
             yield events, batch
             timer.observe(time.perf_counter() - started)
 
-    def release(events: list[faust.EventT]) -> None:
-        """Drop the reference `scored_in_background` took: the consumer may now commit past these events."""
-        for event in events:
-            if event.ack():
-                message = event.message
-                app.sensors.on_message_out(message.tp, message.offset, message)
-
     async def scored_in_background(stream: faust.StreamT, agent: str, first_stage) -> None:
         """The scoring agents' loop, two batches deep: while the executor thread scores batch N, the event
         loop reads batch N+1 and updates its state (`first_stage`), so the model waits neither for Kafka
         nor for the tables.
 
-        Nothing is acked early: each event of a batch gets one more reference before take_events' own ack,
-        and loses it only once the batch's decisions are handed to the producer, so the consumer commits
-        no offset whose outputs are not out (a rebalance waits for it, as for any unacked event). At most
+        Nothing is acked early: each event of a batch keeps the reference `batches` took until the batch's
+        decisions are handed to the producer and a flush has made its state durable, so the consumer
+        commits no offset whose outputs are not out (a rebalance waits for it, as for any unacked event). At most
         one batch of an agent scores at a time, in read order, so a product's verdicts apply in the order
         of its captures."""
         scoring: asyncio.Future | None = None
@@ -195,13 +168,11 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
             except Exception as error:  # see fail_stop
                 log.critical("worker_stopping_on_unexpected_error", agent=agent, error=repr(error), exc_info=True)
                 os._exit(70)
-            release(events)
+            state.hold(events)
 
         try:
             async for events, batch in batches(stream, agent):
                 out, jobs = first_stage(batch)
-                for event in events:
-                    event.message.incref()
                 if scoring is not None:
                     await scoring
                 scoring = asyncio.ensure_future(finish(events, out, jobs))
@@ -242,13 +213,33 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
     @app.agent(raw_topic(names.shipments, names.damage_reports), name="damage-evidence")
     @fail_stop
     async def damage_evidence(stream: faust.StreamT) -> None:
-        async for _events, batch in batches(stream, "damage-evidence", settings.stats_batch_size):
+        async for events, batch in batches(stream, "damage-evidence", settings.stats_batch_size):
             await publish(processor.on_damage_events(batch))
+            state.hold(events)
 
     @app.timer(interval=max(0.5, min(5.0, settings.catalog_wait_s / 4)))
     @fail_stop
     async def captures_waiting_for_catalog(_app: faust.App) -> None:
         await publish(await score(processor.due_pending()))
+
+    @app.task
+    async def flush_state() -> None:
+        """Flush every state_flush_interval_s, or at once when the layer asks (limits, a rebalance waiting)."""
+        while True:
+            try:
+                await asyncio.wait_for(state.wake.wait(), settings.state_flush_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            started = time.perf_counter()
+            try:
+                records = await state.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the state cannot be made durable: stop before any commit covers it
+                log.critical("worker_stopping_on_failed_flush", error=repr(error), exc_info=True)
+                os._exit(70)
+            metrics.STATE_RECORDS.inc(records)
+            metrics.STATE_FLUSH_SECONDS.observe(time.perf_counter() - started)
 
     @app.task
     async def learn_output_partitions() -> None:
@@ -264,4 +255,5 @@ def create_app(settings: Settings, scorer: ScoringProcess) -> faust.App:
             log.warning("output_metadata_warm_up_failed", error=repr(error))
 
     app.packwise_tables = tables  # for `packwise` diagnostics and tests
+    app.packwise_state = state  # FlushingConsumer flushes it before waiting for events
     return app

@@ -85,6 +85,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         try:
             topics.verify_topics(settings, attempts=3, timeout_s=5.0)
+            from streams.processor import Limits
+
+            limits = Limits(topics.max_record_bytes(settings))
         except PackwiseError:
             scorer.wait_ready()
             raise
@@ -93,7 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from streams.app import create_app
 
         settings.worker_dir.mkdir(parents=True, exist_ok=True)
-        app = create_app(settings, scorer)
+        app = create_app(settings, scorer, limits)
         scorer.wait_ready()
         # Faust and its dependencies are hundreds of thousands of long-lived objects: keep them out of the
         # cyclic garbage collector's full passes.

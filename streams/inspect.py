@@ -3,15 +3,16 @@ other consumer of the cluster can. Used by the demo's summary and by the tests t
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.serde import Serde
 from streams.settings import Settings
+from streams.state import codec_for, decode_key
 from streams.topics import client_config
 
 
@@ -20,13 +21,34 @@ def changelog_topic(settings: Settings, table: str) -> str:
 
 
 def read_table(settings: Settings, table: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Every key of `table` with its latest JSON value (deleted keys left out)."""
+    """Every key of `table` with its latest value (deleted keys left out), as the worker's state layer
+    decodes it: dicts, or wire bytes for the tables that keep events whole."""
+    decode = codec_for(table).decode
     values: dict[str, Any] = {}
     for key, value in _read_all(settings, changelog_topic(settings, table), timeout_s):
         if value is None:
-            values.pop(json.loads(key), None)
+            values.pop(decode_key(key), None)
         else:
-            values[json.loads(key)] = json.loads(value)
+            values[decode_key(key)] = decode(value)
+    return values
+
+
+def read_local_state(worker_dir: Path, table: str) -> dict[str, Any]:
+    """Every key of `table` in a stopped worker's own RocksDB stores (all partitions it holds, standbys
+    included), decoded as read_table decodes the changelog: what that worker would start from."""
+    import rocksdict
+
+    decode = codec_for(table).decode
+    values: dict[str, Any] = {}
+    for path in sorted(worker_dir.glob(f"**/tables/*-{table}-*.db")):
+        db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True),
+                             access_type=rocksdict.AccessType.read_only())
+        try:
+            for key, value in db.items():
+                if not key.startswith(b"__faust"):
+                    values[decode_key(key)] = decode(value)
+        finally:
+            db.close()
     return values
 
 

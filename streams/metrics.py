@@ -14,3 +14,7 @@ SCORING_SECONDS = Histogram("packwise_scoring_batch_seconds", "Model inference t
 EVENTS = Counter("packwise_events_total", "Input messages processed, by topic.", ["topic"])
 BATCH_SECONDS = Histogram("packwise_batch_seconds", "Processing time of one batch, scoring and publishing included.",
                           ["agent"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+STATE_RECORDS = Counter("packwise_state_records_total",
+                        "Changelog records written by state flushes (one per changed product and table per flush).")
+STATE_FLUSH_SECONDS = Histogram("packwise_state_flush_seconds",
+                                "Time of one state flush: outputs acknowledged, changelog acknowledged, store written.")

@@ -12,6 +12,7 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,8 +36,21 @@ log = get_logger("packwise.processor")
 # are adjacent in the partition). Redeliveries after a crash are recognised by offset, not by this.
 RECENT_IDS_KEPT = 64
 EVENT_NAMESPACE = uuid.UUID("6f2d7c1e-3b1a-4c55-8e0f-5a7e1c9b2d40")
+# What a Kafka record adds to its key and value (record batch header, record header, the dead letter's
+# envelope fields): room kept under a topic's max.message.bytes.
+RECORD_OVERHEAD = 1024
+# Input contracts whose wire bytes the worker keeps in its state (one changelog record each)
+KEPT_WHOLE = ("catalog_update", "tunnel_capture")
 MATERIAL_FIELDS = ("title", "description", "bullet_points", "item_length_mm", "item_width_mm", "item_height_mm",
                    "item_weight_g")
+
+
+MAX_KEY_KEPT = 1024  # bytes of an original key a dead letter keeps
+MAX_REASON = 2048  # characters of a reason kept when the dead letter is cut to fit
+
+
+class TooLarge(ValueError):
+    """A message too large to keep in state, or to dead-letter whole."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,18 @@ PartitionContext = Callable[[str, int], AbstractContextManager]
 
 def no_context(topic: str, partition: int) -> AbstractContextManager:
     return nullcontext()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The largest record the worker may write, in bytes: the smallest max.message.bytes among the topics it
+    writes (outputs, dead letters, changelogs), read from the cluster at start-up (streams/topics.py)."""
+
+    max_record_bytes: int = 1_000_000
+
+    @property
+    def max_value_bytes(self) -> int:
+        return self.max_record_bytes - RECORD_OVERHEAD
 
 
 @dataclass
@@ -130,7 +156,8 @@ def _millis_now(clock: Callable[[], float]) -> datetime:
 
 class Processor:
     def __init__(self, settings: Settings, serde: Serde, marketplaces: Mapping[str, Marketplace], tables: Tables,
-                 clock: Callable[[], float] = time.time, context: PartitionContext = no_context) -> None:
+                 clock: Callable[[], float] = time.time, context: PartitionContext = no_context,
+                 limits: Limits = Limits()) -> None:
         self.settings = settings
         self.serde = serde
         self.marketplaces = marketplaces
@@ -138,11 +165,19 @@ class Processor:
         self.topics = TopicNames.for_settings(settings)
         self.clock = clock
         self.context = context
+        self.limits = limits
 
     # -- reading ---------------------------------------------------------------------------------------
 
     def _read(self, message: Incoming, contract: str, out: list[Outgoing]) -> tuple[str, dict] | None:
         """(product id, record) of a valid message; anything else goes to the dead-letter topic."""
+        if contract in KEPT_WHOLE and message.value is not None:
+            size = len(message.value) + len(message.key or b"")
+            if size > self.limits.max_value_bytes:
+                out.append(self._dead_letter(message, TooLarge(
+                    f"too_large: the {contract} message is {size:,} bytes with its key; the worker keeps it whole "
+                    f"in its state, whose changelog records hold at most {self.limits.max_value_bytes:,}")))
+                return None
         try:
             key = message.key.decode("utf-8") if message.key is not None else None
             record = self.serde.decode(contract, message.value)
@@ -153,15 +188,25 @@ class Processor:
         return key, record
 
     def _dead_letter(self, message: Incoming, error: Exception) -> Outgoing:
-        error_type = "SerdeError" if isinstance(error, SerdeError) else "ValidationError"
+        """The message, its coordinates and the reason, as one dead letter that fits the dead-letter topic:
+        an original too large to go whole is cut to what fits, with its size and SHA-256 kept."""
+        error_type = type(error).__name__ if isinstance(error, (SerdeError, TooLarge)) else "ValidationError"
         reason = str(error) if not isinstance(error, UnicodeDecodeError) else f"message key is not UTF-8: {error}"
+        original_key = message.key[:MAX_KEY_KEPT] if message.key else message.key
+        value = message.value
+        if value is not None and len(value) + len(original_key or b"") + len(reason) > self.limits.max_value_bytes:
+            error_type = "TooLarge"
+            reason = f"too_large: {reason[:MAX_REASON]} (the dead letter keeps the first bytes of the {len(value):,})"
+            value = value[:self.limits.max_value_bytes - len(original_key or b"") - len(reason.encode())]
         metrics.DEAD_LETTERS.labels(topic=message.topic, error_type=error_type).inc()
         log.warning("dead_letter", topic=message.topic, partition=message.partition, offset=message.offset,
                     error_type=error_type, reason=reason)
-        envelope = {"reason": reason, "error_type": error_type, "original_key": message.key,
-                    "original_value": message.value, "topic": message.topic, "partition": message.partition,
-                    "offset": message.offset, "failed_at": _millis_now(self.clock)}
-        key = message.key.decode("utf-8", errors="replace") if message.key else ""
+        size = len(message.value) if message.value is not None else None
+        envelope = {"reason": reason, "error_type": error_type, "original_key": original_key,
+                    "original_value": value, "topic": message.topic, "partition": message.partition,
+                    "offset": message.offset, "failed_at": _millis_now(self.clock), "original_size": size,
+                    "original_sha256": hashlib.sha256(message.value).hexdigest() if message.value is not None else None}
+        key = original_key.decode("utf-8", errors="replace") if original_key else ""
         return Outgoing(message.topic + DEAD_LETTER_SUFFIX, key, self.serde.encode("dead_letter", envelope))
 
     def _decoded(self, contract: str, data: bytes | None) -> dict | None:
@@ -257,7 +302,8 @@ class Processor:
             if product in touched:
                 stats, source, marketplace = touched[product]
             else:
-                stats, source, marketplace = stats_of(t.damage_stats.get(product)), None, None
+                with self.context(message.topic, message.partition):
+                    stats, source, marketplace = stats_of(t.damage_stats.get(product)), None, None
             seen = stats["seen"].get(contract)
             if seen is not None and seen[0] == message.partition and message.offset <= seen[1]:
                 metrics.DUPLICATES.labels(topic=message.topic).inc()  # redelivered
@@ -294,7 +340,7 @@ class Processor:
                 continue
             with self.context(self.topics.captures, waiting["partition"]):
                 del t.pending[product]
-            capture = self._decoded("tunnel_capture", t.captures.get(product))
+                capture = self._decoded("tunnel_capture", t.captures.get(product))
             jobs.append(ScoreJob(product, None, capture, (self.topics.captures, waiting["partition"])))
         return jobs
 

@@ -121,8 +121,15 @@ class Settings:
         False, "Also export Faust's per-message Prometheus metrics (streams, tables, commits, sends) on /metrics; "
         "they cost CPU on every message (a tenth of the statistics path's CPU in a profile).", _flag, "true or false")
     state_cache_size: int = _setting(
-        200_000, "Products whose statistics and decision state each worker keeps decoded in memory (0: none); "
-        "a read cache in front of RocksDB, emptied whenever partitions move.", _non_negative_int, "an integer >= 0")
+        200_000, "Table values each worker keeps decoded in memory (0: none): a read cache in front of RocksDB, "
+        "emptied whenever partitions move.", _non_negative_int, "an integer >= 0")
+    state_flush_interval_s: float = _setting(
+        2.0, "Seconds between state flushes: each changed product is written to its changelog once per flush, "
+        "and a consumer commits only offsets whose effects a flush has made durable. Longer: fewer records, "
+        "more events replayed after a crash.", _positive_float, "a number > 0")
+    state_max_dirty: int = _setting(
+        50_000, "Changed products (per table) that wait for the next flush at most; reaching it flushes at once.",
+        _positive_int, "an integer >= 1")
     scoring_threads: int = _setting(
         0, "Threads torch uses in the worker's scoring process; 0: one per core but one, which is left to the "
         "worker's event loop (decoding, tables, publishing run there while a batch is scored).", _non_negative_int,

@@ -197,3 +197,26 @@ def describe_configs(settings: Settings, names: list[str]) -> dict[str, dict[str
                         if key in ("cleanup.policy", "retention.ms")}
         for resource, future in futures.items()
     }
+
+
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's default message.max.bytes
+
+
+def max_record_bytes(settings: Settings, timeout_s: float = 10.0) -> int:
+    """The largest record every topic the worker writes accepts: the smallest max.message.bytes among the
+    outputs, dead letters and changelogs, as the brokers report it (a topic inherits the broker's
+    message.max.bytes unless it sets its own). The worker sizes its producer and checks what it writes
+    against it."""
+    written = [spec.name for spec in topic_specs(settings) if spec.role is not TopicRole.INPUT]
+    admin = admin_client(settings)
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in written],
+                                     request_timeout=timeout_s)
+    limits = []
+    for resource, future in futures.items():
+        try:
+            entry = future.result().get("max.message.bytes")
+        except KafkaException as error:
+            raise PackwiseError(f"cannot read the configuration of topic {resource.name}: "
+                                f"{error.args[0].str()}") from None
+        limits.append(int(entry.value) if entry is not None and entry.value else DEFAULT_MAX_MESSAGE_BYTES)
+    return min(limits, default=DEFAULT_MAX_MESSAGE_BYTES)

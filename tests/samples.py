@@ -63,6 +63,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "dead_letter": {
         "reason": "shipment message has wrong magic byte 0x7b", "error_type": "SerdeError",
         "original_key": b"B07XJ8C8F5", "original_value": b'{"json": true}', "topic": "shipments",
-        "partition": 2, "offset": 1234, "failed_at": T0,
+        "partition": 2, "offset": 1234, "failed_at": T0, "original_size": 14,
+        "original_sha256": "5b0f1a9bd8bd6f6b4e94b2b0b0e5bcc1df8b9b1ad0d7a1e6b8e4a0b1c2d3e4f5",
     },
 }

@@ -1,85 +1,356 @@
-"""Table views (streams/state.py): the read cache in front of a table, and base64 byte values."""
+"""The state layer (streams/state.py) without a broker: write-back, flush order, limits, and a property test
+that crashes it at every kind of instant and compares what recovery restores with the fold of the events.
+
+The changelog here is a list per partition that the test controls (records land, acknowledgements come,
+or the process dies in between); the real broker's side is tested in tests/test_worker.py."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from streams.state import Base64Values, CachedTable
+from models.packtypes import PACK_TYPES
+from streams.marketplaces import DEFAULT_MARKETPLACES
+from streams.processor import Incoming, Processor, Tables
+from streams.serde import Serde
+from streams.settings import Settings
+from streams.state import (MemoryStore, StateLayer, StateTooLarge, TableSpec, WireBytes, codec_for, decode_key,
+                           encode_key)
+from streams.topics import TABLES
+from tests.samples import SAMPLES
 
-
-class CountingTable(dict):
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def __getitem__(self, key):
-        self.reads += 1
-        return super().__getitem__(key)
-
-
-def test_reads_are_served_from_the_cache_after_the_first() -> None:
-    table = CountingTable()
-    table["a"] = {"n": 1}
-    cached = CachedTable(table, max_entries=10)
-    assert cached.get("a") == {"n": 1} and cached["a"] == {"n": 1} and "a" in cached
-    assert table.reads == 1 and (cached.hits, cached.misses) == (2, 1)
+SERDE = Serde()
 
 
-def test_writes_go_through_to_the_table_at_once() -> None:
-    table = CountingTable()
-    cached = CachedTable(table, max_entries=10)
-    cached["a"] = {"n": 2}
-    assert table["a"] == {"n": 2} and cached["a"] == {"n": 2}
-    del cached["a"]
-    assert "a" not in table and "a" not in cached and cached.get("a") is None
+class Crash(BaseException):
+    """The worker process dies here (kill -9): nothing after this line of the flush runs."""
 
 
-def test_a_missing_key_is_remembered_until_written() -> None:
-    table = CountingTable()
-    cached = CachedTable(table, max_entries=10)
-    assert cached.get("a") is None and cached.get("a", 5) == 5 and "a" not in cached
-    with pytest.raises(KeyError):
-        cached["a"]
-    cached["a"] = {"n": 1}
-    assert cached["a"] == {"n": 1} and table.reads == 0
+@dataclass
+class Cluster:
+    """What survives a worker: changelog partitions (records that landed, acknowledged or not), the local
+    stores on the worker's disk, and the committed offsets of the input partitions."""
+
+    changelog: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = field(default_factory=dict)
+    stores: dict[str, MemoryStore] = field(default_factory=lambda: {name: MemoryStore() for name in TABLES})
+    committed: dict[int, int] = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
+
+    def recover(self, wipe: bool) -> None:
+        """Faust's recovery: replay each changelog partition into the store after the offset it reached."""
+        if wipe:
+            self.stores = {name: MemoryStore() for name in TABLES}
+        for (topic, partition), records in self.changelog.items():
+            store = self.stores[topic]
+            start = store.offsets.get(partition, -1) + 1
+            if start < len(records):
+                store.write(partition, records[start:], len(records) - 1)
+
+    def table(self, name: str) -> dict[str, Any]:
+        """The latest value of every key in a table's changelog."""
+        values: dict[str, Any] = {}
+        for (topic, _), records in self.changelog.items():
+            if topic == name:
+                for key, value in records:
+                    if value is None:
+                        values.pop(decode_key(key), None)
+                    else:
+                        values[decode_key(key)] = codec_for(name).decode(value)
+        return values
 
 
-def test_least_recently_used_keys_are_dropped_and_read_again() -> None:
-    table = CountingTable()
-    for key in "abc":
-        table[key] = key.upper()
-    cached = CachedTable(table, max_entries=2)
-    cached.get("a"), cached.get("b"), cached.get("a"), cached.get("c")  # b is the least recently used
-    reads = table.reads
-    assert cached.get("a") == "A" and table.reads == reads
-    assert cached.get("b") == "B" and table.reads == reads + 1
+class Sender:
+    """Hands records to the Cluster; `crash_at` kills the flush after that many changelog sends (records
+    sent land in the changelog at once; their acknowledgements come only when the flush awaits them)."""
+
+    def __init__(self, cluster: Cluster, crash_at: int | None = None, crash_before_acks: bool = False) -> None:
+        self.cluster = cluster
+        self.crash_at = crash_at
+        self.crash_before_acks = crash_before_acks
+        self.sends = 0
+        self.log: list[str] = []
+
+    async def outputs_delivered(self) -> None:
+        self.log.append("outputs_delivered")
+
+    async def send(self, topic: str, partition: int, key: bytes, value: bytes | None):
+        if self.crash_at is not None and self.sends >= self.crash_at:
+            raise Crash()
+        self.sends += 1
+        records = self.cluster.changelog.setdefault((topic, partition), [])
+        records.append((key, value))
+        offset = len(records) - 1
+        self.log.append(f"send {topic}")
+
+        async def acknowledged() -> int:
+            if self.crash_before_acks:
+                raise Crash()
+            return offset
+
+        return acknowledged()
 
 
-def test_clearing_the_cache_reads_what_another_writer_put_in_the_table() -> None:
-    """After a rebalance another worker may have written the product: the cache must not hide it."""
-    table = CountingTable()
-    table["a"] = {"n": 1}
-    cached = CachedTable(table, max_entries=10)
-    cached.get("a")
-    table["a"] = {"n": 7}  # written by the partition's other owner
-    cached.clear_cache()
-    assert cached["a"] == {"n": 7}
+def layer_for(cluster: Cluster, sender: Sender, released: list | None = None, **limits: Any) -> StateLayer:
+    specs = [TableSpec(name, name, codec_for(name), cluster.stores[name]) for name in TABLES]
+    return StateLayer(specs, sender, (released if released is not None else []).extend, **limits)
 
 
-def test_no_cache_and_bad_values() -> None:
-    table = CountingTable()
-    table["a"] = 1
-    cached = CachedTable(table, max_entries=0)
-    cached.get("a"), cached.get("a")
-    assert table.reads == 2
-    with pytest.raises(ValueError):
-        cached["b"] = None
-    with pytest.raises(ValueError):
-        CachedTable(table, max_entries=-1)
+def run(coro):
+    return asyncio.run(coro)
 
 
-def test_base64_values_round_trip_bytes_as_text() -> None:
-    table: dict = {}
-    values = Base64Values(table)
-    values["a"] = b"\x00\xffwire"
-    assert table["a"] == "AP93aXJl" and values["a"] == b"\x00\xffwire" and list(values) == ["a"] and len(values) == 1
+# -- the write-back buffer ---------------------------------------------------------------------------------
+
+
+def test_reads_see_writes_before_any_flush_and_the_store_only_after() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster))
+    stats = layer["damage_stats"]
+    with layer.at("shipments", 3):
+        stats["P1"] = {"n": 1}
+        assert stats["P1"] == {"n": 1} and "P1" in stats
+    assert cluster.stores["damage_stats"].get(3, encode_key("P1")) is None
+    run(layer.flush())
+    assert json.loads(cluster.stores["damage_stats"].get(3, encode_key("P1"))) == {"n": 1}
+    assert cluster.stores["damage_stats"].offsets == {3: 0}
+
+
+def test_a_key_changed_many_times_is_written_once_per_flush() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster))
+    with layer.at("shipments", 0):
+        for n in range(100):
+            layer["damage_stats"]["P1"] = {"n": n}
+            layer["products"]["P1"] = {"n": n}
+    assert run(layer.flush()) == 2
+    assert cluster.changelog == {("damage_stats", 0): [(b'"P1"', b'{"n":99}')],
+                                 ("products", 0): [(b'"P1"', b'{"n":99}')]}
+    assert run(layer.flush()) == 0  # nothing changed since
+
+
+def test_outputs_are_acknowledged_before_the_changelog_is_written() -> None:
+    cluster = Cluster()
+    sender = Sender(cluster)
+    layer = layer_for(cluster, sender)
+    with layer.at("shipments", 0):
+        layer["products"]["P1"] = {"decision": 1}
+    run(layer.flush())
+    assert sender.log == ["outputs_delivered", "send products"]
+
+
+def test_events_are_released_only_by_the_flush_that_makes_them_durable() -> None:
+    cluster = Cluster()
+    released: list = []
+    layer = layer_for(cluster, Sender(cluster, crash_before_acks=True), released)
+    with layer.at("shipments", 0):
+        layer["damage_stats"]["P1"] = {"n": 1}
+    layer.hold(["event-1"])
+    with pytest.raises(Crash):
+        run(layer.flush())
+    assert released == [] and cluster.stores["damage_stats"].get(0, encode_key("P1")) is None
+    assert layer["damage_stats"].get("P1") == {"n": 1}  # kept for the next try
+    layer.sender = Sender(cluster)
+    run(layer.flush())
+    assert released == ["event-1"]
+
+
+def test_a_delete_reaches_the_changelog_as_a_tombstone() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster))
+    with layer.at("catalog-updates", 1):
+        layer["pending"]["P1"] = {"since": 1}
+        run(layer.flush())
+        del layer["pending"]["P1"]
+        assert "P1" not in layer["pending"]
+    run(layer.flush())
+    assert cluster.changelog[("pending", 1)][-1] == (b'"P1"', None)
+    assert cluster.stores["pending"].get(1, encode_key("P1")) is None
+
+
+def test_wire_bytes_are_kept_as_they_are_and_old_base64_values_still_read() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster))
+    wire = SERDE.encode("tunnel_capture", SAMPLES["tunnel_capture"])
+    with layer.at("tunnel-captures", 0):
+        layer["captures"]["P1"] = wire
+    run(layer.flush())
+    assert cluster.changelog[("captures", 0)] == [(b'"P1"', wire)]  # no base64, no JSON: the wire size
+    legacy = json.dumps(base64.b64encode(wire).decode()).encode()
+    assert WireBytes.decode(legacy) == wire
+
+
+def test_a_value_over_the_record_limit_is_refused_before_it_is_buffered() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster), record_limit=1000)
+    with layer.at("tunnel-captures", 0), pytest.raises(StateTooLarge, match="exceeds the changelog record limit"):
+        layer["captures"]["P1"] = b"\0" * 999
+    assert layer["captures"].get("P1") is None
+
+
+def test_reaching_the_dirty_limit_asks_for_a_flush() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster), max_dirty=3)
+    with layer.at("shipments", 0):
+        for n in range(3):
+            layer["damage_stats"][f"P{n}"] = {"n": n}
+            layer.hold([n])
+    assert layer.wake.is_set()
+
+
+def test_the_decoded_cache_is_bounded_and_skips_wire_bytes() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster), cache_size=2)
+    specs = {t.spec.name: t.spec for t in layer.tables.values()}
+    assert specs["captures"].cached is True  # layer_for caches all; the worker turns it off for wire tables
+    with layer.at("shipments", 0):
+        for n in range(5):
+            layer["damage_stats"][f"P{n}"] = {"n": n}
+        run(layer.flush())
+        assert sum(len(t.cache) for t in layer.tables.values()) == 2
+        assert layer["damage_stats"]["P0"] == {"n": 0}  # evicted, read back from the store
+
+
+def test_forgetting_partitions_drops_the_cache_and_writes_of_lost_partitions() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster))
+    with layer.at("shipments", 0):
+        layer["damage_stats"]["kept"] = {"n": 1}
+    with layer.at("shipments", 1):
+        layer["damage_stats"]["lost"] = {"n": 1}
+    layer.forget({0})
+    run(layer.flush())
+    assert set(cluster.table("damage_stats")) == {"kept"}
+
+
+# -- crash consistency, for any interleaving ---------------------------------------------------------------
+
+PARTITIONS = 2
+PRODUCTS = [f"P-{n:02d}" for n in range(12)]  # many, so that a crash often hits a product's last event
+
+
+def partition_of(product: str) -> int:
+    return PRODUCTS.index(product) % PARTITIONS
+
+
+def event_bytes(product: str, kind: str, pack: str, event_id: str) -> bytes:
+    contract = "shipment" if kind == "shipment" else "damage_report"
+    return SERDE.encode(contract, {**SAMPLES[contract], "product_id": product, "package_type": pack,
+                                   "event_id": event_id})
+
+
+@st.composite
+def histories(draw):
+    """The input log (resends included) and the worker's life: how many events each step reads, where it
+    flushes, commits, and dies (mid-flush after some changelog sends, or between sends and their
+    acknowledgements), and whether its disk survives."""
+    log: list[tuple[str, str, str, str]] = []  # product, kind, pack, event id
+    for _ in range(draw(st.integers(1, 40))):
+        if log and draw(st.integers(0, 5)) == 0:
+            log.append(draw(st.sampled_from(log)))  # the exact same event again
+        else:
+            log.append((draw(st.sampled_from(PRODUCTS)), draw(st.sampled_from(["shipment", "damage"])),
+                        draw(st.sampled_from(PACK_TYPES)).value, str(uuid.UUID(int=len(log)))))
+    steps = draw(st.lists(st.one_of(
+        st.tuples(st.just("read"), st.integers(1, 16)),
+        st.tuples(st.just("flush"), st.none()),
+        st.tuples(st.just("commit"), st.none()),
+        st.tuples(st.just("crash_in_flush"), st.integers(0, 12)),
+        st.tuples(st.just("crash_before_acks"), st.none()),
+        st.tuples(st.just("crash"), st.none()),
+    ), max_size=20))
+    wipes = draw(st.lists(st.booleans(), min_size=len(steps), max_size=len(steps)))
+    return log, steps, wipes
+
+
+class Worker:
+    """A worker's memory: the layer and the Processor over it, reading each partition from its committed
+    offset."""
+
+    def __init__(self, cluster: Cluster, inputs: dict[int, list[Incoming]]) -> None:
+        self.cluster = cluster
+        self.inputs = inputs
+        self.released: list[Incoming] = []
+        self.sender = Sender(cluster)
+        self.layer = layer_for(cluster, self.sender, self.released)
+        self.processor = Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(**self.layer.tables),
+                                   context=self.layer.at)
+        self.position = {p: cluster.committed.get(p, 0) for p in range(PARTITIONS)}
+        self.turn = 0
+
+    def read(self, count: int) -> None:
+        batch = []
+        for _ in range(count):
+            partition = self.turn % PARTITIONS
+            self.turn += 1
+            if self.position[partition] < len(self.inputs[partition]):
+                batch.append(self.inputs[partition][self.position[partition]])
+                self.position[partition] += 1
+        self.cluster.outputs += self.processor.on_damage_events(batch)
+        self.layer.hold(batch)
+
+    def commit(self) -> None:
+        """Faust commits the offset after the last released event (events are released in order)."""
+        for message in self.released:
+            self.cluster.committed[message.partition] = max(self.cluster.committed.get(message.partition, 0),
+                                                            message.offset + 1)
+
+    def drain(self) -> None:
+        while any(self.position[p] < len(self.inputs[p]) for p in range(PARTITIONS)):
+            self.read(8)
+        run(self.layer.flush())
+        self.commit()
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_state_after_any_crash_equals_the_fold_of_the_distinct_events(history) -> None:
+    log, steps, wipes = history
+    inputs: dict[int, list[Incoming]] = {p: [] for p in range(PARTITIONS)}
+    for product, kind, pack, event_id in log:
+        partition = partition_of(product)
+        topic = "shipments" if kind == "shipment" else "damage-reports"
+        inputs[partition].append(Incoming(topic, partition, len(inputs[partition]), product.encode(),
+                                          event_bytes(product, kind, pack, event_id)))
+    cluster = Cluster()
+    worker = Worker(cluster, inputs)
+    for (step, arg), wipe in zip(steps, wipes):
+        if step == "read":
+            worker.read(arg)
+        elif step == "flush":
+            run(worker.layer.flush())
+        elif step == "commit":
+            worker.commit()
+        else:
+            if step == "crash_in_flush":
+                worker.sender.crash_at = arg
+            elif step == "crash_before_acks":
+                worker.sender.crash_before_acks = True
+            if step != "crash":
+                try:
+                    run(worker.layer.flush())
+                except Crash:
+                    pass
+            cluster.recover(wipe)
+            worker = Worker(cluster, inputs)
+    worker.drain()
+
+    expected: dict[str, dict[str, list[int]]] = {}
+    for product, kind, pack, _ in dict.fromkeys(log):  # each distinct event once
+        counts = expected.setdefault(product, {"shipments": [0] * 4, "damages": [0] * 4})
+        counts["shipments" if kind == "shipment" else "damages"][[p.value for p in PACK_TYPES].index(pack)] += 1
+
+    def counts(table: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
+        return {p: {"shipments": v["shipments"], "damages": v["damages"]} for p, v in table.items()}
+
+    assert counts(cluster.table("damage_stats")) == expected
+    cluster.recover(wipe=False)  # the worker's own disk, as a restart under the same name would see it
+    local = {decode_key(k): json.loads(v) for store in [cluster.stores["damage_stats"]]
+             for p in range(PARTITIONS) for k, v in store.items(p)}
+    assert counts(local) == expected
