@@ -21,7 +21,7 @@ import faust.web
 import prometheus_client
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import changelog, metrics
+from streams import changelog, failpoints, metrics
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
@@ -47,6 +47,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds web_bind (0.0.0.0 by default); web_host is only advertised
         web_port=settings.web_port,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -56,6 +57,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
     )
     changelog.install(app)
+    failpoints.arm(settings.failpoint)
     if settings.faust_metrics:
         setup_prometheus_sensors(app, name_prefix="packwise_faust")  # serves /metrics, ours included
     else:
@@ -216,6 +218,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         async for events, batch in batches(stream, "damage-evidence", settings.stats_batch_size):
             await publish(processor.on_damage_events(batch))
             state.hold(events)
+            failpoints.reached("stats.applied")
 
     @app.timer(interval=max(0.5, min(5.0, settings.catalog_wait_s / 4)))
     @fail_stop

@@ -40,7 +40,7 @@ def read_local_state(worker_dir: Path, table: str) -> dict[str, Any]:
 
     decode = codec_for(table).decode
     values: dict[str, Any] = {}
-    for path in sorted(worker_dir.glob(f"**/tables/*-{table}-*.db")):
+    for path in sorted(worker_dir.glob(f"**/tables/{table}-*.db")):
         db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True),
                              access_type=rocksdict.AccessType.read_only())
         try:

@@ -68,6 +68,15 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _failpoint(text: str) -> str:
+    from streams.failpoints import POINTS
+
+    name, _, count = text.partition(":")
+    if text and (name not in POINTS or (count and int(count) < 1)):
+        raise ValueError
+    return text
+
+
 def _optional(text: str) -> str | None:
     return text or None
 
@@ -145,6 +154,10 @@ class Settings:
     marketplaces_file: str | None = _setting(
         None, "JSON file overriding per-marketplace targets and packaging weights (see streams/marketplaces.py).",
         _optional, "a path or empty")
+    failpoint: str = _setting(
+        "", "For crash tests only: a point where the worker kills itself, NAME or NAME:N (the Nth time); "
+        "see streams/failpoints.py. Empty: none.", _failpoint,
+        "empty, or stats.applied, flush.sending or flush.sent, optionally with :N")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     log_format: str = _setting(
         "auto", "Log format: json, console, or auto (console on a terminal, JSON otherwise).",

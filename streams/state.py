@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapp
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streams import failpoints
 from streams.logs import get_logger
 
 log = get_logger("packwise.state")
@@ -289,11 +290,15 @@ class StateLayer:
             try:
                 await self.sender.outputs_delivered()
                 sent = []
+                half = sum(len(records) for _, records in batches) // 2
                 for table, records in batches:
                     topic = table.spec.changelog_topic
                     for key, partition, raw_key, raw in records:
                         sent.append(await self.sender.send(topic, partition, raw_key,
                                                            None if raw is DELETED else raw))
+                        if len(sent) == half:
+                            failpoints.reached("flush.sending")
+                failpoints.reached("flush.sent")
                 offsets = iter(await asyncio.gather(*sent))
                 for table, records in batches:
                     by_partition: dict[int, tuple[list, list[int]]] = {}

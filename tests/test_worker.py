@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import psutil
 import pytest
 from confluent_kafka import Producer
 
@@ -93,6 +94,9 @@ SMALL = SimulationConfig(products=150, rounds=6, units_per_round=3, round_interv
 
 def test_end_to_end_every_product_decided_and_counts_exact(base: Settings, workers, trained_bundle: Path) -> None:
     worker = workers(base, "worker-0", trained_bundle)
+    listening = {c.laddr.ip for p in [psutil.Process(worker.process.pid)] for c in p.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}  # the web server too (Faust binds 0.0.0.0 unless told otherwise)
     result = run_simulation(base, SMALL)
     assert sum(map(sum, result.truth.shipments.values())) == 150 * 6 * 3
     assert sum(map(sum, result.truth.damages.values())) > 0  # the damage path is exercised
