@@ -1,6 +1,6 @@
 """Benchmarks of the stream worker against a real broker (started here on free ports, stopped by pid).
 
-    .venv/bin/python bench/bench_worker.py stats     # statistics path vs a plain aiokafka loop
+    .venv/bin/python bench/bench_worker.py stats     # statistics path: uniform and Zipf sets vs the bare-Faust floor
     .venv/bin/python bench/bench_worker.py scoring   # scoring path vs offline batch inference
     .venv/bin/python bench/bench_worker.py latency   # capture -> decision latency at a steady rate
     .venv/bin/python bench/bench_worker.py memory    # worker RSS with N products, restart time
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import platform
 import statistics
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,17 +36,18 @@ sys.path.insert(0, str(ROOT))
 
 from confluent_kafka import Producer  # noqa: E402
 
+from models.packtypes import PACK_TYPES  # noqa: E402
 from streams.broker import LocalBroker, free_port  # noqa: E402
-from streams.inspect import read_topic  # noqa: E402
+from streams.inspect import read_table, read_topic  # noqa: E402
 from streams.serde import Serde  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.topics import admin_client, create_topics, producer_config  # noqa: E402
-from streams.workers import WorkerProcess, settings_env  # noqa: E402
+from streams.topics import TopicRole, admin_client, create_topics, producer_config, topic_specs  # noqa: E402
+from streams.workers import READY, WorkerProcess, settings_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-worker.md"
 BROKER_PID: list[int] = []  # the broker main() started, for CPU accounting
 SERDE = Serde()
-PACKS = ["sioc", "poly_bag", "padded_mailer", "box"]
+PACKS = [p.value for p in PACK_TYPES]  # the order of every per-type array in damage_stats
 
 
 def machine() -> str:
@@ -55,15 +59,15 @@ def machine() -> str:
 def record(title: str, lines: list[str], command: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = f"\n## {title} ({stamp})\n\n`{command}` on {machine()}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-    with open(RESULTS, "a") as results:
+    with open(RESULTS, "a", encoding="utf-8") as results:
         results.write(text)
     print(text)
 
 
-def committed_total(settings: Settings, topics: list[str]) -> int:
+def committed_total(settings: Settings, topics: list[str], admin=None) -> int:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-    admin = admin_client(settings)
+    admin = admin or admin_client(settings)
     partitions = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
     future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(settings.app_id, partitions)])
     result = list(future.values())[0].result()
@@ -86,21 +90,77 @@ def produce(settings: Settings, messages) -> int:
     return count
 
 
+def evidence_message(i: int, product: str, now: datetime) -> tuple[str, bytes, str]:
+    """Event number i of a data set, for `product`: (base topic, encoded value, the damage_stats column it
+    counts in). 1 in 50 a damage report, the rest shipments; package types in turn."""
+    pack = PACKS[i % 4]
+    if i % 50 == 49:
+        record = {"event_id": str(uuid.uuid4()), "product_id": product, "shipment_id": None, "package_type": pack,
+                  "source": "review", "reason_code": "BROKEN", "comment": None, "reported_at": now}
+        return "damage-reports", SERDE.encode("damage_report", record), "damages"
+    record = {"event_id": str(uuid.uuid4()), "product_id": product, "shipment_id": f"S{i}", "package_type": pack,
+              "marketplace": "NA", "fulfillment_center": "FC-SEA1", "shipped_at": now}
+    return "shipments", SERDE.encode("shipment", record), "shipments"
+
+
 def damage_events(settings: Settings, products: int, per_product: int):
-    """Shipments and damage reports (1 in 50), encoded once per distinct shape and re-keyed: the benchmark
-    measures the worker, not the producer."""
+    """Shipments and damage reports (1 in 50), products in turn, each encoded as it is produced (the memory
+    benchmark's million products are not held in memory)."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     for i in range(products * per_product):
         product = f"B{i % products:08d}"
-        pack = PACKS[i % 4]
-        if i % 50 == 49:
-            record = {"event_id": str(uuid.uuid4()), "product_id": product, "shipment_id": None, "package_type": pack,
-                      "source": "review", "reason_code": "BROKEN", "comment": None, "reported_at": now}
-            yield settings.topic_prefix + "damage-reports", product, SERDE.encode("damage_report", record)
-        else:
-            record = {"event_id": str(uuid.uuid4()), "product_id": product, "shipment_id": f"S{i}", "package_type": pack,
-                      "marketplace": "NA", "fulfillment_center": "FC-SEA1", "shipped_at": now}
-            yield settings.topic_prefix + "shipments", product, SERDE.encode("shipment", record)
+        topic, value, _ = evidence_message(i, product, now)
+        yield settings.topic_prefix + topic, product, value
+
+
+@dataclass
+class DataSet:
+    """Shipments and damage reports encoded once, produced unchanged to every run's fresh topics."""
+
+    name: str
+    description: str
+    events: int  # distinct events
+    messages: list[tuple[str, str, bytes]]  # (base topic, key, value) in produce order, resends included
+    truth: dict[str, dict[str, list[int]]]  # product -> {"shipments": [4], "damages": [4]}, each event once
+
+    def produced(self, settings: Settings):
+        return ((settings.topic_prefix + topic, key, value) for topic, key, value in self.messages)
+
+
+def evidence_set(name: str, products: int, per_product: int, resends: int, seed: int,
+                 zipf_s: float | None = None) -> DataSet:
+    """products x per_product events: each product in turn (uniform), or each event's product drawn from a
+    bounded Zipf over ranks 1..products, p(k) ~ k^-zipf_s (product k-1 is rank k). `resends` events, drawn
+    at random, are produced twice in a row with the same key and value bytes, as a producer retry does."""
+    import numpy as np
+
+    events = products * per_product
+    rng = np.random.default_rng(seed)
+    if zipf_s is None:
+        owners = np.arange(events) % products
+    else:
+        weights = np.arange(1, products + 1, dtype=np.float64) ** -zipf_s
+        owners = rng.choice(products, size=events, p=weights / weights.sum())
+    resent = set(rng.choice(events, size=min(resends, events), replace=False).tolist())
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    messages: list[tuple[str, str, bytes]] = []
+    truth: dict[str, dict[str, list[int]]] = {}
+    for i, owner in enumerate(owners.tolist()):
+        product = f"B{owner:08d}"
+        topic, value, column = evidence_message(i, product, now)
+        truth.setdefault(product, {"shipments": [0] * 4, "damages": [0] * 4})[column][i % 4] += 1
+        messages.append((topic, product, value))
+        if i in resent:
+            messages.append((topic, product, value))
+    shape = f"{products:,} products x {per_product}"
+    if zipf_s is not None:
+        sizes = sorted((sum(c["shipments"]) + sum(c["damages"]) for c in truth.values()), reverse=True)
+        top = max(1, products // 100)
+        shape = (f"{events:,} events over {products:,} products from a bounded Zipf, s={zipf_s:g}, seed {seed} "
+                 f"({len(truth):,} products touched; the most popular has {sizes[0]:,} events, the top {top:,} "
+                 f"products {sum(sizes[:top]) / events:.0%} of all)")
+    return DataSet(name, f"{len(messages):,} messages: {shape}, 1 in 50 a damage report, plus "
+                         f"{len(resent):,} exact resends", events, messages, truth)
 
 
 async def plain_loop(settings: Settings, topics: list[str], expected: int) -> float:
@@ -123,51 +183,284 @@ async def plain_loop(settings: Settings, topics: list[str], expected: int) -> fl
     return expected / (time.monotonic() - started)
 
 
-def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_product: int) -> list[str]:
-    settings = base.replace(app_id=f"bench-stats-{uuid.uuid4().hex[:6]}", topic_prefix=f"st{uuid.uuid4().hex[:6]}.")
+def end_offsets(admin, topics: list[str]) -> dict[str, int]:
+    """Sum over its partitions of each topic's end offset (records ever written; the worker writes no
+    transactions, so no control records); 0 for a topic that does not exist."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    metadata = admin.list_topics(timeout=15).topics
+    request = {TopicPartition(t, p): OffsetSpec.latest() for t in topics if t in metadata
+               for p in metadata[t].partitions}
+    totals = dict.fromkeys(topics, 0)
+    if request:
+        for tp, future in admin.list_offsets(request, request_timeout=30).items():
+            totals[tp.topic] += max(future.result().offset, 0)
+    return totals
+
+
+def written_topics(settings: Settings, admin) -> list[str]:
+    """Every topic the worker writes: table changelogs, outputs and dead-letter topics (streams.topics), and
+    any other topic of its app id on the cluster (Faust's assignor topic)."""
+    named = [spec.name for spec in topic_specs(settings) if spec.role is not TopicRole.INPUT]
+    others = sorted(t for t in admin.list_topics(timeout=15).topics
+                    if t.startswith(f"{settings.app_id}-") and t not in named)
+    return named + others
+
+
+def short_topic(settings: Settings, topic: str) -> str:
+    if topic.startswith(f"{settings.app_id}-"):
+        return topic[len(settings.app_id) + 1:]
+    return topic[len(settings.topic_prefix):] if topic.startswith(settings.topic_prefix) else topic
+
+
+def count_mismatches(table: dict, truth: dict[str, dict[str, list[int]]]) -> list[str]:
+    """Products whose damage_stats shipments/damages differ from the ground truth (missing or extra ones
+    included). Relies only on read_table giving {product id: {"shipments": [...], "damages": [...], ...}}."""
+    found = {str(key): value for key, value in table.items()}
+    wrong = []
+    for product in sorted(set(found) | set(truth)):
+        expected = truth.get(product, {"shipments": [0] * 4, "damages": [0] * 4})
+        value = found.get(product) or {}
+        got = {"shipments": list(value.get("shipments") or []), "damages": list(value.get("damages") or [])}
+        if got != expected:
+            wrong.append(f"{product}: {json.dumps(got)} != {json.dumps(expected)}")
+    return wrong
+
+
+def child_name(process: psutil.Process) -> str:
+    cmdline = " ".join(process.cmdline())
+    if "spawn_main" in cmdline:
+        return "scoring process"
+    if "resource_tracker" in cmdline:
+        return "multiprocessing resource tracker"
+    return process.name()
+
+
+def wait_flow_resumed(worker: WorkerProcess, timeout_s: float = 180.0) -> None:
+    """Return as soon as the worker's log says its consumer may fetch (Faust's recovery resumes the flow and
+    starts the fetcher just before it says Ready): the moment just before the first event is consumed."""
+    marks = ("Recovery]: Resuming flow", "Fetcher]: Starting", READY)
+    deadline = time.monotonic() + timeout_s
+    with open(worker.log_path, errors="replace") as log:
+        text = ""
+        while True:
+            text += log.read()
+            if any(mark in text for mark in marks):
+                return
+            if worker.process.poll() is not None or time.monotonic() > deadline:
+                worker.stop()
+                tail = "\n".join(text.splitlines()[-8:])
+                raise RuntimeError(f"the worker did not start consuming within {timeout_s:.0f}s "
+                                   f"(log {worker.log_path}):\n{tail}")
+            time.sleep(0.01)
+
+
+def stop_worker(worker: WorkerProcess, children: list[psutil.Process]) -> None:
+    """Stop the worker by its pid, then make sure its children (the scoring process) went with it."""
+    worker.stop()
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    for child in alive:
+        child.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+@dataclass
+class StatsRun:
+    rate: float  # events/s between the first and last commit observed
+    committed_between: int
+    worker_cpu_us: float  # per message consumed
+    children_cpu_us: dict[str, float]
+    broker_cpu_us: float
+    written: dict[str, int]  # short topic name -> records written by the worker
+    floor_rate: float
+    floor_cpu_us: float | None
+    plain_rate: float
+    mismatches: list[str]
+    products_in_table: int
+    extra_floors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def written_total(self) -> int:
+        return sum(self.written.values())
+
+
+def stats_run(base: Settings, tmp: Path, bundle: Path, data: DataSet, run: int, all_floors: bool) -> StatsRun:
+    """One run on fresh topics: the plain loop, the bare-Faust floor and one packwise worker over the same
+    messages, then the worker's damage_stats read back from its changelog against the ground truth."""
+    tag = uuid.uuid4().hex[:6]
+    settings = base.replace(app_id=f"bench-stats-{data.name}-{tag}", topic_prefix=f"st{tag}.",
+                            web_port=base.web_port if "PACKWISE_WEB_PORT" in os.environ else free_port())
     create_topics(settings)
-    total = produce(settings, damage_events(settings, products, per_product))
+    admin = admin_client(settings)
+    total = produce(settings, data.produced(settings))
     topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
-    plain = [asyncio.run(plain_loop(settings, topics, total)) for _ in range(3)]
-    bare = {variant: faust_floor(settings, topics, total, tmp, *variant)
-            for variant in ((False, False), (True, False), (True, True))}
-    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "stats")), tmp / "stats.log")
-    worker.start()
+    plain = asyncio.run(plain_loop(settings, topics, total))
+    floor_rate, floor_cpu = faust_floor(settings, topics, total, tmp, True, False)
+    extra = {}
+    if all_floors:
+        extra["bare Faust without the delivery fast path"] = faust_floor(settings, topics, total, tmp, False, False)[0]
+        extra["with the fast path and one table write per event"] = faust_floor(settings, topics, total, tmp, True,
+                                                                                True)[0]
+    before = end_offsets(admin, written_topics(settings, admin))
+    state_dir = tmp / f"stats-{data.name}-{run}"
+    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(state_dir)),
+                           tmp / f"stats-{data.name}-{run}.log")
+    worker.start(wait_ready_s=None)
+    children: list[psutil.Process] = []
     samples: list[tuple[float, int]] = []
     try:
-        while not samples or samples[-1][1] < total:
-            samples.append((time.monotonic(), committed_total(settings, topics)))
+        wait_flow_resumed(worker)
+        parent = psutil.Process(worker.process.pid)
+        children = parent.children(recursive=True)
+        watched = {"worker": parent, "broker": psutil.Process(BROKER_PID[0]),
+                   **{f"{child_name(c)} (pid {c.pid})": c for c in children}}
+        cpu_before = cpu_seconds(watched)
+        allowed_s = 600 + total / 100
+        deadline = time.monotonic() + allowed_s
+        while True:
+            samples.append((time.monotonic(), committed_total(settings, topics, admin)))
+            if samples[-1][1] >= total:
+                cpu_after = cpu_seconds(watched)
+                break
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with code {worker.process.returncode} after committing "
+                                   f"{samples[-1][1]} of {total} (log {worker.log_path})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker committed only {samples[-1][1]} of {total} in {allowed_s:.0f} s "
+                                   f"(log {worker.log_path})")
             time.sleep(0.5)
     finally:
-        worker.stop()
+        stop_worker(worker, children)
+    after = end_offsets(admin, written_topics(settings, admin))
+    table = read_table(settings, "damage_stats", timeout_s=120.0)
     first = next(i for i, (_, n) in enumerate(samples) if n > 0)
     # rate between the first and the last commit observed, so start-up and the 2.8 s commit cadence are out
     t0, n0 = samples[first]
     t1, n1 = samples[-1]
-    rate = (n1 - n0) / (t1 - t0)
-    return [f"statistics path: {total} events ({products} products, {per_product} per product, 1 in 50 a damage report), "
-            f"{settings.partitions} partitions",
-            f"plain aiokafka consume+decode loop: median {statistics.median(plain):,.0f} events/s (runs: "
-            f"{', '.join(f'{r:,.0f}' for r in plain)})",
-            f"bare Faust worker (take_events + decode, nothing else): {bare[False, False]:,.0f} events/s "
-            f"({bare[False, False] / statistics.median(plain):.0%} of the plain loop); with packwise's delivery fast "
-            f"path {bare[True, False]:,.0f} events/s ({bare[True, False] / statistics.median(plain):.0%}); "
-            f"that plus one table write per event {bare[True, True]:,.0f} events/s",
-            f"one worker: {rate:,.0f} events/s ({n1 - n0} events between the first and last commits)",
-            f"ratio worker / plain loop: {rate / statistics.median(plain):.0%} (targets: >= 5,000 events/s, >= 30%)"]
+    per_message = {name: (cpu_after[name] - cpu_before[name]) * 1e6 / total for name in cpu_after}
+    return StatsRun(
+        rate=(n1 - n0) / (t1 - t0) if t1 > t0 else float("nan"), committed_between=n1 - n0,
+        worker_cpu_us=per_message.pop("worker"), broker_cpu_us=per_message.pop("broker"),
+        children_cpu_us=per_message,
+        written={short_topic(settings, t): after[t] - before.get(t, 0) for t in after},
+        floor_rate=floor_rate, floor_cpu_us=floor_cpu * 1e6 / total if floor_cpu is not None else None,
+        plain_rate=plain, mismatches=count_mismatches(table, data.truth), products_in_table=len(table),
+        extra_floors=extra)
+
+
+def median(values) -> float:
+    """Median of the measured values (NaN: not measured); NaN when none was."""
+    measured = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(measured) if measured else float("nan")
+
+
+def figure(value: float | None, fmt: str = "{:,.0f}") -> str:
+    return "n/a" if value is None or math.isnan(value) else fmt.format(value)
+
+
+def target(value: float, op: str, goal: float, text: str) -> str:
+    if math.isnan(value):
+        return f"(target {op} {text}: not measured)"
+    met = value >= goal if op == ">=" else value <= goal
+    return f"(target {op} {text}: {'met' if met else 'NOT met'})"
+
+
+def stats_lines(data: DataSet, runs: list[StatsRun], partitions: int, messages: int) -> list[str]:
+    """The figures of one data set: the median and every run of each, with its target beside it."""
+    name = data.name
+
+    def summary(values: list[float], fmt: str = "{:,.0f}") -> str:
+        return f"median {figure(median(values), fmt)} (runs: {', '.join(figure(v, fmt) for v in values)})"
+
+    rates = [r.rate for r in runs]
+    ratios = [r.rate / r.floor_rate for r in runs]
+    cpu = [r.worker_cpu_us for r in runs]
+    broker = [r.broker_cpu_us for r in runs]
+    per_event = [r.written_total / messages for r in runs]
+    written_goal = 1.1 if name == "uniform" else 0.2
+    lines = [f"{name}: {data.description}; {partitions} partitions; {len(runs)} run(s), each on fresh topics; "
+             f"'per event' below is per message consumed ({messages:,}, resends included)",
+             f"{name}: one packwise worker: {summary(rates)} events/s between its first and last commits "
+             + (target(median(rates), ">=", 10_000, "10,000 events/s") if name == "uniform"
+                else "(the 10,000 events/s target is on the uniform set)")
+             + ("; n/a: every offset was committed at one commit (too few events to time)"
+                if any(math.isnan(r) for r in rates) else ""),
+             f"{name}: bare Faust floor on the same topics (bench/faust_floor.py: take_events + decode, packwise "
+             f"delivery fast path, no table, no web server): {summary([r.floor_rate for r in runs])} events/s"
+             + (f", {figure(median([r.floor_cpu_us for r in runs]), '{:,.1f}')} CPU µs/event"
+                if all(r.floor_cpu_us is not None for r in runs) else "")
+             + f"; worker / floor: {summary(ratios, '{:.0%}')} " + target(median(ratios), ">=", 0.5, "50%"),
+             f"{name}: plain aiokafka consume+decode loop: {summary([r.plain_rate for r in runs])} events/s; "
+             f"worker / plain loop: {summary([r.rate / r.plain_rate for r in runs], '{:.0%}')}"]
+    for label in runs[0].extra_floors:
+        lines.append(f"{name}: {label}: {summary([r.extra_floors[label] for r in runs])} events/s")
+    children = sorted({c.split(" (pid")[0] for r in runs for c in r.children_cpu_us})
+    child_text = "; ".join(
+        f"{child} " + summary([sum(v for c, v in r.children_cpu_us.items() if c.startswith(child)) for r in runs],
+                              "{:,.1f}") + " µs/event"
+        for child in children)
+    lines += [f"{name}: worker CPU (user+system of the worker process alone, from just before its first event "
+              f"until every offset was committed): {summary(cpu, '{:,.1f}')} µs/event "
+              + target(median(cpu), "<=", 50, "50 µs/event")
+              + (f"; its child processes, not included: {child_text}" if child_text else ""),
+              f"{name}: broker CPU over the same window: {summary(broker, '{:,.1f}')} µs/event "
+              + target(median(broker), "<=", 5, "5 µs/event"),
+              f"{name}: records written to Kafka by the worker (changelogs, outputs, dead letters): "
+              f"{summary(per_event, '{:.3f}')} per event "
+              + target(median(per_event), "<=", written_goal, f"{written_goal:g} per event")]
+    topics = list(dict.fromkeys(t for r in runs for t in r.written))
+    written = [t for t in topics if any(r.written.get(t) for r in runs)]
+    lines.append(f"{name}: records written per topic (run {' / '.join(str(i + 1) for i in range(len(runs)))}): "
+                 + ("; ".join(f"{t} " + " / ".join(f"{r.written.get(t, 0):,}" for r in runs) for t in written)
+                    or "none")
+                 + (f"; none on {', '.join(t for t in topics if t not in written)}"
+                    if len(written) < len(topics) else ""))
+    wrong = [(i + 1, r) for i, r in enumerate(runs) if r.mismatches]
+    check = f"{name}: damage_stats read back from its changelog against the ground truth: "
+    if not wrong:
+        lines.append(check + f"counts exact ({len(data.truth):,} products) in every run")
+    else:
+        exact = [str(i + 1) for i, r in enumerate(runs) if not r.mismatches]
+        lines.append(check + "; ".join(f"run {i}: {len(r.mismatches):,} of {len(data.truth):,} products mismatch "
+                                       f"({r.products_in_table:,} in the table; e.g. {r.mismatches[0]})"
+                                       for i, r in wrong)
+                     + (f"; counts exact in run(s) {', '.join(exact)}" if exact else ""))
+    return lines
+
+
+def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_product: int, resends: int, runs: int,
+                sets: list[str], zipf_s: float, seed: int, all_floors: bool) -> list[str]:
+    lines = []
+    for name in sets:
+        data = evidence_set(name, products, per_product, resends, seed if name == "uniform" else seed + 1,
+                            zipf_s=None if name == "uniform" else zipf_s)
+        print(f"stats: {name}: {data.description}", flush=True)
+        results = []
+        for run in range(1, runs + 1):
+            results.append(stats_run(base, tmp, bundle, data, run, all_floors))
+            r = results[-1]
+            print(f"stats: {name} run {run}: worker {figure(r.rate)} events/s, floor {r.floor_rate:,.0f}, "
+                  f"worker CPU {r.worker_cpu_us:,.1f} µs/event, broker {r.broker_cpu_us:,.1f}, "
+                  f"written {r.written_total / len(data.messages):.3f}/event, "
+                  f"{len(r.mismatches)} mismatching products", flush=True)
+        lines += stats_lines(data, results, base.partitions, len(data.messages))
+    return lines
 
 
 def faust_floor(settings: Settings, topics: list[str], expected: int, tmp: Path, fast_delivery: bool,
-                table: bool) -> float:
-    """Events/s of a bare Faust agent over the same topics (bench/faust_floor.py), in its own process."""
-    name = f"floor-{int(fast_delivery)}{int(table)}"
+                table: bool) -> tuple[float, float | None]:
+    """Events/s and CPU seconds (first batch to last message) of a bare Faust agent over the same topics
+    (bench/faust_floor.py), in its own process with no web server."""
+    name = f"floor-{int(fast_delivery)}{int(table)}-{uuid.uuid4().hex[:6]}"
     result = tmp / f"{name}.result"
     env = {**os.environ, "FLOOR_TOPICS": ",".join(topics), "FLOOR_EXPECTED": str(expected),
            "FLOOR_BOOTSTRAP": settings.bootstrap_servers, "FLOOR_DATADIR": str(tmp / name),
            "FLOOR_RESULT": str(result), "FLOOR_FAST_DELIVERY": "1" if fast_delivery else "0",
            "FLOOR_TABLE": "1" if table else "0", "FLOOR_PARTITIONS": str(settings.partitions)}
     with open(tmp / f"{name}.log", "w") as log:
-        process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faust_floor.py"), "worker", "-l", "warn"],
+        process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "faust_floor.py"), "worker", "-l", "warn",
+                                    "--without-web"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp)
         try:
             process.wait(timeout=600)
@@ -176,9 +469,11 @@ def faust_floor(settings: Settings, topics: list[str], expected: int, tmp: Path,
                 process.kill()
                 process.wait()
     if not result.exists():
-        raise RuntimeError(f"the bare Faust worker wrote no result; its log: {log.name}")
-    messages, seconds = result.read_text().split()
-    return int(messages) / float(seconds)
+        tail = "\n".join(Path(log.name).read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"the bare Faust worker wrote no result (exit {process.returncode}); its log "
+                           f"{log.name} ends:\n{tail}")
+    messages, seconds, *cpu = result.read_text().split()
+    return int(messages) / float(seconds), float(cpu[0]) if cpu else None
 
 
 def capture_messages(settings: Settings, products: int, seed: int):
@@ -402,13 +697,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["stats", "scoring", "latency", "memory", "contention", "all"])
     parser.add_argument("--bundle", type=Path, help="model bundle (default: train a small one)")
-    parser.add_argument("--products", type=int, default=20_000, help="stats: products")
-    parser.add_argument("--per-product", type=int, default=10, help="stats: events per product")
+    parser.add_argument("--products", type=int, default=5_000, help="stats: products")
+    parser.add_argument("--per-product", type=int, default=10, help="stats: events per product (on average, for zipf)")
+    parser.add_argument("--resends", type=int, default=550, help="stats: events produced twice in a row per set")
+    parser.add_argument("--runs", type=int, default=3, help="stats: runs per data set, each on fresh topics")
+    parser.add_argument("--sets", default="uniform,zipf", help="stats: data sets to run, comma-separated")
+    parser.add_argument("--zipf-s", type=float, default=1.1, help="stats: exponent of the zipf set's product law")
+    parser.add_argument("--seed", type=int, default=7, help="stats: seed of the resends and the zipf draws")
+    parser.add_argument("--all-floors", action="store_true",
+                        help="stats: also the bare-Faust floor without the fast path, and with a table write")
     parser.add_argument("--score-products", type=int, default=3000, help="scoring: products")
     parser.add_argument("--rate", type=float, default=50.0, help="latency: captures per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="latency: duration")
     parser.add_argument("--memory-products", type=int, default=1_000_000, help="memory: products")
     args = parser.parse_args()
+    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    if not sets or set(sets) - {"uniform", "zipf"} or args.runs < 1:
+        parser.error("--sets takes uniform and/or zipf; --runs at least 1")
+    # Faust binds its web server to its web_bind setting, 0.0.0.0 unless the environment's WEB_BIND says
+    # otherwise (its F_WEB_BIND is read as F_F_WEB_BIND), whatever web_host says: every worker started here
+    # listens on 127.0.0.1 only, each on a free port (below)
+    os.environ["WEB_BIND"] = "127.0.0.1"
     command = "python bench/bench_worker.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="packwise-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -424,10 +733,13 @@ def main() -> None:
             # worker knobs (PACKWISE_BATCH_WITHIN_S, PACKWISE_SCORING_THREADS, ...) come from the environment
             base = Settings.from_env().replace(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_s=10.0,
                                                topic_prefix="", app_id="packwise")
+            if "PACKWISE_WEB_PORT" not in os.environ:
+                base = base.replace(web_port=free_port())
             knobs = {name: value for name, value in settings_env(base).items() if name in os.environ}
             if knobs:
                 command = " ".join(f"{k}={v}" for k, v in sorted(knobs.items())) + " " + command
-            runs = {"stats": lambda: bench_stats(base, tmp, bundle, args.products, args.per_product),
+            runs = {"stats": lambda: bench_stats(base, tmp, bundle, args.products, args.per_product, args.resends,
+                                                 args.runs, sets, args.zipf_s, args.seed, args.all_floors),
                     "scoring": lambda: bench_scoring(base, tmp, bundle, args.score_products),
                     "latency": lambda: bench_latency(base, tmp, bundle, args.rate, args.seconds),
                     "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products),
