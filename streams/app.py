@@ -89,10 +89,13 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
                 message = event.message
                 app.sensors.on_message_out(message.tp, message.offset, message)
 
+    async def decide_changed() -> None:
+        await publish(processor.decide_changed())
+
     sender = changelog.ProducerSender(app)
     state = StateLayer([table(name, doc) for name, doc in TABLES.items()], sender, release,
                        cache_size=settings.state_cache_size, max_dirty=settings.state_max_dirty,
-                       record_limit=limits.max_value_bytes, owned=owned)
+                       record_limit=limits.max_value_bytes, owned=owned, before_flush=decide_changed)
     tables = Tables(**state.tables)
 
     async def flush_before_revoking(*_args, **_kwargs) -> None:

@@ -98,12 +98,7 @@ class ProducerSender:
             await asyncio.gather(*outputs)
 
     async def send(self, topic: str, partition: int, key: bytes, value: bytes | None) -> asyncio.Future:
-        future = await self.producer.send(topic, value=value, key=key, partition=partition)
-        return _offset_of(future)
-
-
-async def _offset_of(future: asyncio.Future) -> int:
-    return (await future).offset
+        return await self.producer.send(topic, value=value, key=key, partition=partition)  # -> RecordMetadata
 
 
 class FlushingConsumer(FastDeliveryConsumer):

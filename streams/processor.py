@@ -12,6 +12,7 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -166,6 +167,9 @@ class Processor:
         self.clock = clock
         self.context = context
         self.limits = limits
+        # products whose statistics changed since the last decide_changed(): (source partition, marketplace)
+        self.undecided: dict[str, tuple[tuple[str, int], str | None]] = {}
+        self._decide = functools.lru_cache(maxsize=1 << 16)(self._decide_uncached)
 
     # -- reading ---------------------------------------------------------------------------------------
 
@@ -319,15 +323,30 @@ class Processor:
             stats["recent"].append(event_id)
             touched[product] = (stats, (message.topic, message.partition),
                                 record["marketplace"] if contract == "shipment" else marketplace)
+        undecided = self.undecided
         for product, (stats, source, marketplace) in touched.items():
             with self.context(*source):
                 del stats["recent"][:-RECENT_IDS_KEPT]
                 t.damage_stats[product] = stats
+            if product in undecided:
+                marketplace = marketplace or undecided[product][1]
+            undecided[product] = (source, marketplace)
+        return out
+
+    def decide_changed(self) -> list[Outgoing]:
+        """Re-decide, once each, the products whose statistics changed since the last call. The worker calls
+        it at the start of every state flush (streams/state.py), so a product that got many shipments and
+        reports between two flushes is decided once, on all of them, and its decision is durable with them."""
+        out: list[Outgoing] = []
+        t = self.tables
+        undecided, self.undecided = self.undecided, {}
+        for product, (source, marketplace) in undecided.items():
+            with self.context(*source):
                 state = t.products.get(product) or {}
                 learned = bool(marketplace and "marketplace" not in state)
                 if learned:
                     state = {**state, "marketplace": marketplace}
-                out += self.redecide(product, state=state, stats=stats, changed=learned)
+                out += self.redecide(product, state=state, changed=learned)
         return out
 
     def due_pending(self) -> list[ScoreJob]:
@@ -366,14 +385,12 @@ class Processor:
         if state is None:
             state = t.products.get(product) or {}
         model = state.get("model")
-        view = ModelView(dict(zip(PACK_TYPES, model["p"])), dict(zip(PACK_TYPES, model["ok"])),
-                         model["version"]) if model else None
         if stats is None:
             stats = stats_of(t.damage_stats.get(product))
-        counts = {p: Counts(stats["shipments"][i], stats["damages"][i]) for i, p in enumerate(PACK_TYPES)}
         market = self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
-        item_mm = tuple(state.get("item_mm") or (0.0, 0.0, 0.0))
-        decision = decide(view, counts, market, item_mm)
+        decision = self._decide((tuple(model["p"]), tuple(model["ok"]), model["version"]) if model else None,
+                                tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
+                                tuple(state.get("item_mm") or (0.0, 0.0, 0.0)))
 
         out: list[Outgoing] = []
         previous = state.get("decision")
@@ -397,6 +414,15 @@ class Processor:
         if out or changed:
             t.products[product] = state
         return out
+
+    def _decide_uncached(self, model: tuple | None, shipments: tuple[int, ...], damages: tuple[int, ...],
+                         market_code: str, item_mm: tuple[float, float, float]) -> Decision:
+        """The policy on plain values, so that its answers can be memoized: many products share a model
+        verdict-free state or the same counts (Decisions are immutable)."""
+        view = ModelView(dict(zip(PACK_TYPES, model[0])), dict(zip(PACK_TYPES, model[1])), model[2]) if model else None
+        counts = {p: Counts(shipments[i], damages[i]) for i, p in enumerate(PACK_TYPES)}
+        market = self.marketplaces.get(market_code) or self.marketplaces[self.settings.default_marketplace]
+        return decide(view, counts, market, item_mm)
 
     def _event_id(self, product: str, kind: str, seq: int | str) -> str:
         """Deterministic ids: a decision re-published after a redelivery carries the same id."""

@@ -105,8 +105,9 @@ class ChangelogSender(Protocol):
     async def outputs_delivered(self) -> None:
         """Return once every output handed to the producer so far is acknowledged; raise if one failed."""
 
-    async def send(self, topic: str, partition: int, key: bytes, value: bytes | None) -> Awaitable[int]:
-        """Hand one changelog record to the producer; the awaitable resolves to its offset once acknowledged."""
+    async def send(self, topic: str, partition: int, key: bytes, value: bytes | None) -> asyncio.Future:
+        """Hand one changelog record to the producer; the future resolves once the broker acknowledged it,
+        to a result whose `offset` is the record's offset in the changelog."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ class StateLayer:
 
     def __init__(self, specs: Iterable[TableSpec], sender: ChangelogSender, release: Callable[[list], None], *,
                  cache_size: int = 200_000, max_dirty: int = 50_000, max_dirty_bytes: int = 64 << 20,
-                 record_limit: int = 1 << 20, owned: Callable[[], Iterable[int]] = lambda: ()) -> None:
+                 record_limit: int = 1 << 20, owned: Callable[[], Iterable[int]] = lambda: (),
+                 before_flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self.tables = {spec.name: WriteBackTable(self, spec) for spec in specs}
         self.sender = sender
         self.release = release
@@ -231,6 +233,7 @@ class StateLayer:
         self.max_dirty_bytes = max_dirty_bytes
         self.record_limit = record_limit
         self.owned = owned  # the partitions this worker owns now
+        self.before_flush = before_flush  # last writes of a flush (deferred decisions), under its lock
         self.partition = -1
         self.urgent = False  # set while a rebalance or a stop waits for the held events
         self.held: list = []  # events whose effects are in the write-back buffer
@@ -275,6 +278,8 @@ class StateLayer:
         the events held for it. Returns the number of changelog records written."""
         async with self._flush_lock:
             self.wake.clear()
+            if self.before_flush is not None:
+                await self.before_flush()
             if not self.held and not any(t.dirty for t in self.tables.values()):
                 return 0
             events, self.held = self.held, []
@@ -299,7 +304,7 @@ class StateLayer:
                         if len(sent) == half:
                             failpoints.reached("flush.sending")
                 failpoints.reached("flush.sent")
-                offsets = iter(await asyncio.gather(*sent))
+                offsets = iter([metadata.offset for metadata in await asyncio.gather(*sent)])
                 for table, records in batches:
                     by_partition: dict[int, tuple[list, list[int]]] = {}
                     for key, partition, raw_key, raw in records:
@@ -309,9 +314,6 @@ class StateLayer:
                     for partition, (items, reached) in by_partition.items():
                         table.spec.store.write(partition, items, max(reached))
             except BaseException:
-                for pending in sent if "sent" in locals() else ():
-                    if asyncio.iscoroutine(pending):
-                        pending.close()
                 # nothing acknowledged to the consumer: the events are read again after a restart
                 for table, _ in batches:
                     table.dirty = {**table.flushing, **table.dirty}

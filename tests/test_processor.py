@@ -52,6 +52,11 @@ def message(topic: str, contract: str, record: dict[str, Any] | None = None, key
     return Incoming(topic, 2, next(_offsets), key.encode() if key is not None else None, value)
 
 
+def damage_events(processor: Processor, batch: list[Incoming]) -> list[Outgoing]:
+    """A statistics batch, then the decisions the worker makes at the next state flush."""
+    return processor.on_damage_events(batch) + processor.decide_changed()
+
+
 def capture(**changes: Any) -> Incoming:
     return message("tunnel-captures", "tunnel_capture", SAMPLES["tunnel_capture"], **changes)
 
@@ -135,8 +140,8 @@ def test_tombstone_forgets_the_product_and_deletes_its_decision(processor: Proce
 
 def test_events_sent_twice_are_counted_once(processor: Processor) -> None:
     batch = [shipment("e-1"), shipment("e-2"), shipment("e-1"), damage("d-1"), damage("d-1")]
-    processor.on_damage_events(batch)
-    processor.on_damage_events([shipment("e-2"), damage("d-1")])  # a producer's retry, at new offsets
+    damage_events(processor, batch)
+    damage_events(processor, [shipment("e-2"), damage("d-1")])  # a producer's retry, at new offsets
     stats = processor.tables.damage_stats[PRODUCT]
     assert stats["shipments"][PackType.POLY_BAG.index] == 2
     assert stats["damages"][PackType.POLY_BAG.index] == 1
@@ -147,11 +152,11 @@ def test_redelivery_is_recognised_by_offset_beyond_the_id_window(processor: Proc
     """A crash after applying many events of one product and before the commit: Kafka replays them all
     at their old offsets. The id window is too short to remember them; the offsets are not."""
     events = [shipment(f"e-{i}") for i in range(RECENT_IDS_KEPT * 3)] + [damage("d-1"), damage("d-2")]
-    processor.on_damage_events(events[:100])
-    processor.on_damage_events(events[100:])
+    damage_events(processor, events[:100])
+    damage_events(processor, events[100:])
     replayed = events[50:]  # the last commit was at offset 50
-    processor.on_damage_events(replayed[:70])
-    processor.on_damage_events(replayed[70:])
+    damage_events(processor, replayed[:70])
+    damage_events(processor, replayed[70:])
     stats = processor.tables.damage_stats[PRODUCT]
     assert stats["shipments"][PackType.POLY_BAG.index] == RECENT_IDS_KEPT * 3
     assert stats["damages"][PackType.POLY_BAG.index] == 2
@@ -159,7 +164,7 @@ def test_redelivery_is_recognised_by_offset_beyond_the_id_window(processor: Proc
 
 
 def test_recent_ids_are_bounded_per_product(processor: Processor) -> None:
-    processor.on_damage_events([shipment(f"e-{i}") for i in range(RECENT_IDS_KEPT + 10)])
+    damage_events(processor, [shipment(f"e-{i}") for i in range(RECENT_IDS_KEPT + 10)])
     stats = processor.tables.damage_stats[PRODUCT]
     assert len(stats["recent"]) == RECENT_IDS_KEPT and stats["recent"][-1] == f"e-{RECENT_IDS_KEPT + 9}"
     assert stats["shipments"][PackType.POLY_BAG.index] == RECENT_IDS_KEPT + 10
@@ -168,7 +173,7 @@ def test_recent_ids_are_bounded_per_product(processor: Processor) -> None:
 def test_statistics_written_before_offsets_were_kept_still_count_once(processor: Processor) -> None:
     processor.tables.damage_stats[PRODUCT] = {"shipments": [0, 3, 0, 0], "damages": [0, 1, 0, 0],
                                               "applied": ["e-1", "e-2", "e-3", "d-1"]}
-    processor.on_damage_events([shipment("e-3"), shipment("e-4")])
+    damage_events(processor, [shipment("e-3"), shipment("e-4")])
     stats = processor.tables.damage_stats[PRODUCT]
     assert stats["shipments"] == [0, 4, 0, 0] and stats["damages"] == [0, 1, 0, 0]
     assert stats["recent"][-1] == "e-4" and "applied" not in stats
@@ -179,7 +184,7 @@ def test_damage_beyond_target_relabels_to_a_heavier_type(processor: Processor) -
     _, jobs = processor.on_captures([capture()])
     processor.apply_scores(jobs, [SURE])
     events = [shipment(f"s-{i}") for i in range(100)] + [damage(f"d-{i}") for i in range(6)]
-    out = processor.on_damage_events(events)
+    out = damage_events(processor, events)
     [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
     assert trigger["cause"] == "damage_exceeds_target"
     assert (trigger["from_package_type"], trigger["to_package_type"]) == ("poly_bag", "box")
@@ -189,12 +194,12 @@ def test_damage_beyond_target_relabels_to_a_heavier_type(processor: Processor) -
 
 
 def test_unchanged_decision_is_not_republished_and_tests_are_requested_once(processor: Processor) -> None:
-    first = processor.on_damage_events([shipment("s-1", "box")])
+    first = damage_events(processor, [shipment("s-1", "box")])
     assert len(decoded(first, "pack-type-decisions", "pack_type_decision")) == 1
     [request] = decoded(first, "test-requests", "test_request")
     assert request["package_type"] == "sioc" and request["current_package_type"] == "box"
     assert request["weight_saved_g"] > 0
-    again = processor.on_damage_events([shipment("s-2", "box")])
+    again = damage_events(processor, [shipment("s-2", "box")])
     assert again == []
 
 
@@ -202,7 +207,7 @@ def test_decision_ids_are_deterministic(clock: Clock) -> None:
     outputs = []
     for _ in range(2):
         fresh = Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock)
-        outputs.append(decoded(fresh.on_damage_events([shipment("s-1", "box")]), "pack-type-decisions",
+        outputs.append(decoded(damage_events(fresh, [shipment("s-1", "box")]), "pack-type-decisions",
                                "pack_type_decision")[0]["event_id"])
     assert outputs[0] == outputs[1]
 
@@ -224,7 +229,7 @@ def _dead_letters(out: list[Outgoing], topic: str) -> list[dict]:
 )
 def test_bad_shipments_go_to_the_dead_letter_topic_and_the_rest_is_counted(processor: Processor, bad, reason) -> None:
     poison = bad()
-    out = processor.on_damage_events([shipment("ok-1"), poison, shipment("ok-2")])
+    out = damage_events(processor, [shipment("ok-1"), poison, shipment("ok-2")])
     [letter] = _dead_letters(out, "shipments")
     assert reason in letter["reason"]
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("shipments", 2, poison.offset)
@@ -288,7 +293,7 @@ def test_a_marketplace_learned_from_a_shipment_is_stored(serialized: Processor, 
     clock.now += 31
     serialized.apply_scores(serialized.due_pending(), [FRAGILE])
     assert "marketplace" not in serialized.tables.products[PRODUCT]
-    assert serialized.on_damage_events([shipment("e-1", pack="box")]) == []  # same decision
+    assert damage_events(serialized, [shipment("e-1", pack="box")]) == []  # same decision
     assert serialized.tables.products[PRODUCT]["marketplace"] == SAMPLES["shipment"]["marketplace"]
 
 

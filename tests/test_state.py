@@ -11,6 +11,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -86,15 +87,13 @@ class Sender:
         self.sends += 1
         records = self.cluster.changelog.setdefault((topic, partition), [])
         records.append((key, value))
-        offset = len(records) - 1
         self.log.append(f"send {topic}")
-
-        async def acknowledged() -> int:
-            if self.crash_before_acks:
-                raise Crash()
-            return offset
-
-        return acknowledged()
+        acknowledgement = asyncio.get_running_loop().create_future()
+        if self.crash_before_acks:
+            acknowledgement.set_exception(Crash())
+        else:
+            acknowledgement.set_result(SimpleNamespace(offset=len(records) - 1))
+        return acknowledgement
 
 
 def layer_for(cluster: Cluster, sender: Sender, released: list | None = None, **limits: Any) -> StateLayer:
@@ -281,6 +280,11 @@ class Worker:
         self.layer = layer_for(cluster, self.sender, self.released)
         self.processor = Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(**self.layer.tables),
                                    context=self.layer.at)
+
+        async def decide_changed() -> None:
+            cluster.outputs += self.processor.decide_changed()
+
+        self.layer.before_flush = decide_changed
         self.position = {p: cluster.committed.get(p, 0) for p in range(PARTITIONS)}
         self.turn = 0
 
