@@ -19,9 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import faust.web
 import prometheus_client
+from faust.sensors import Monitor
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import changelog, failpoints, metrics
+from streams import changelog, delivery, failpoints, metrics
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
@@ -55,6 +56,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         producer_max_request_size=limits.max_record_bytes,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
+        Monitor=Monitor if settings.faust_metrics else delivery.PerMessageQuietMonitor,
     )
     changelog.install(app)
     failpoints.arm(settings.failpoint)

@@ -16,6 +16,9 @@ from typing import Any
 import faust
 
 from streams.delivery import FastDeliveryConsumer
+from streams.logs import get_logger
+
+log = get_logger("packwise.worker")
 
 
 class FaustStore:
@@ -117,6 +120,11 @@ class FlushingConsumer(FastDeliveryConsumer):
             await super().wait_empty()
         finally:
             state.urgent = False
+
+
+    async def on_stop(self) -> None:
+        log.info("deliveries", fast=self.fast_deliveries, raced=self.raced_deliveries, waits_for_room=self.waits_for_room)
+        await super().on_stop()
 
 
 def install(app: faust.App) -> None:

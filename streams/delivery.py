@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Coroutine
 
+import asyncio
+
 import faust
+from faust.sensors import Monitor
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode.services import WaitResults
 
@@ -32,26 +35,53 @@ class FastDeliveryConsumer(AIOKafkaConsumer):
     fast_deliveries = 0  # counted for tests and diagnostics
     raced_deliveries = 0
 
+    waits_for_room = 0
+
     def delivery_cannot_wait(self) -> bool:
         """True when delivering a message to the streams runs to completion without yielding."""
+        if not self._flowing():
+            return False
+        for channel in self.app.topics._topics:
+            if channel.queue.full():
+                return False
+        return True
+
+    def _flowing(self) -> bool:
+        """Nothing but a full stream buffer could make a delivery wait."""
         app = self.app
         if self.suspend_flow.is_set() or not app.flow_control.is_active():
             return False
-        conductor = app.topics
-        if conductor._tp_to_callback_lock.locked():
+        if app.topics._tp_to_callback_lock.locked():
             return False
         buffer = app.producer.buffer
-        if buffer.size > buffer.max_messages:
-            return False
-        return not any(channel.queue.full() for channel in conductor._topics)
+        return self._buffered(buffer) <= buffer.max_messages
+
+    async def _wait_for_room(self) -> None:
+        """A stream buffer is full (the agents are slower than the fetcher): wait until every buffer has
+        drained to half, or until the flow stops, polling every 2 ms. One wait then lets the next thousands
+        of messages take the fast path, where a race per message would cost four tasks each."""
+        self.waits_for_room += 1
+        topics = self.app.topics._topics
+        while self._flowing() and any(c.queue.qsize() > c.queue.maxsize // 2 for c in topics):
+            await asyncio.sleep(0.002)
+
+    def _buffered(self, buffer: Any) -> int:
+        """buffer.size without reading the app's settings on every message (a tenth of this check's cost)."""
+        threaded = self.__dict__.get("_producer_threaded")
+        if threaded is None:
+            threaded = self.__dict__["_producer_threaded"] = bool(self.app.conf.producer_threaded)
+        return buffer.size if threaded else len(buffer.pending._queue)
 
     async def wait_first(self, *coros: Coroutine | Any, timeout: Any = None) -> WaitResults:
-        if (len(coros) == 2 and timeout is None and _awaits_event(coros[1], self.suspend_flow)
-                and self.delivery_cannot_wait()):
-            coros[1].close()
-            self.fast_deliveries += 1
-            return WaitResults([coros[0]], [await coros[0]], False)
-        if len(coros) == 2 and _awaits_event(coros[1], self.suspend_flow):
+        if len(coros) == 2 and timeout is None and _awaits_event(coros[1], self.suspend_flow):
+            fast = self.delivery_cannot_wait()
+            if not fast and self._flowing():
+                await self._wait_for_room()
+                fast = self.delivery_cannot_wait()  # checked again after the wait: nothing yields from here on
+            if fast:
+                coros[1].close()
+                self.fast_deliveries += 1
+                return WaitResults([coros[0]], [await coros[0]], False)
             self.raced_deliveries += 1
         return await super().wait_first(*coros, timeout=timeout)
 
@@ -59,3 +89,22 @@ class FastDeliveryConsumer(AIOKafkaConsumer):
 def install(app: faust.App) -> None:
     """Make `app` create a FastDeliveryConsumer (call before the app starts)."""
     app.transport.Consumer = FastDeliveryConsumer
+
+
+class PerMessageQuietMonitor(Monitor):
+    """Faust's Monitor without its per-message bookkeeping (event counts, per-stream timings in deques):
+    packwise exports its own counters, and the Monitor's cost every worker paid on every message. Used
+    unless PACKWISE_FAUST_METRICS asks for Faust's metrics; commits, sends and rebalances are still
+    recorded."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None

@@ -48,6 +48,7 @@ MATERIAL_FIELDS = ("title", "description", "bullet_points", "item_length_mm", "i
 
 MAX_KEY_KEPT = 1024  # bytes of an original key a dead letter keeps
 MAX_REASON = 2048  # characters of a reason kept when the dead letter is cut to fit
+DEAD_LETTER_FIELDS = 256  # bytes of a dead letter's other fields: error type, coordinates, times, size, digest
 
 
 class TooLarge(ValueError):
@@ -198,10 +199,15 @@ class Processor:
         reason = str(error) if not isinstance(error, UnicodeDecodeError) else f"message key is not UTF-8: {error}"
         original_key = message.key[:MAX_KEY_KEPT] if message.key else message.key
         value = message.value
-        if value is not None and len(value) + len(original_key or b"") + len(reason) > self.limits.max_value_bytes:
+
+        def room() -> int:  # for the original value, beside everything else the dead letter holds
+            return (self.limits.max_value_bytes - len(original_key or b"") - len(reason.encode())
+                    - len(message.topic) - DEAD_LETTER_FIELDS)
+
+        if value is not None and len(value) > room():
             error_type = "TooLarge"
             reason = f"too_large: {reason[:MAX_REASON]} (the dead letter keeps the first bytes of the {len(value):,})"
-            value = value[:self.limits.max_value_bytes - len(original_key or b"") - len(reason.encode())]
+            value = value[:room()]
         metrics.DEAD_LETTERS.labels(topic=message.topic, error_type=error_type).inc()
         log.warning("dead_letter", topic=message.topic, partition=message.partition, offset=message.offset,
                     error_type=error_type, reason=reason)

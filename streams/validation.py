@@ -20,8 +20,10 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _key_matches(record: Mapping[str, Any], key: str | None) -> None:
-    _require(bool(record["product_id"].strip()), "product_id is empty")
-    _require(key == record["product_id"], f"message key {key!r} differs from product_id {record['product_id']!r}")
+    # messages are built only on failure: these checks run for every event
+    if key != record["product_id"]:
+        raise ValidationError(f"message key {key!r} differs from product_id {record['product_id']!r}")
+    _require(bool(key.strip()), "product_id is empty")
 
 
 def _physical(record: Mapping[str, Any], *fields: str) -> None:
@@ -32,8 +34,9 @@ def _physical(record: Mapping[str, Any], *fields: str) -> None:
 
 
 def _marketplace(record: Mapping[str, Any], marketplaces: Collection[str]) -> None:
-    _require(record["marketplace"] in marketplaces,
-             f"marketplace {record['marketplace']!r} is not configured (known: {', '.join(sorted(marketplaces))})")
+    if record["marketplace"] not in marketplaces:
+        raise ValidationError(f"marketplace {record['marketplace']!r} is not configured "
+                              f"(known: {', '.join(sorted(marketplaces))})")
 
 
 def validate(contract: str, record: Mapping[str, Any], key: str | None, marketplaces: Collection[str]) -> None:

@@ -138,3 +138,68 @@ def test_kill_9_at_the_worst_instant_loses_and_double_counts_nothing(base: Setti
         for worker in started:
             worker.stop()
             assert worker.gone()
+
+
+def noise_png(side: int, seed: int) -> bytes:
+    """A PNG that does not compress: random pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_inputs_near_the_broker_limit_are_processed_or_dead_lettered_without_a_restart(
+        base: Settings, tmp_path: Path, trained_bundle: Path) -> None:
+    """A valid 900 KB capture and a 900 KB catalog record (under the broker's 1 MiB default) go through
+    state and its changelog; a 1,040,000-byte garbage message becomes a dead letter that fits its topic;
+    the good events around them are processed; the worker never restarts."""
+    worker = WorkerProcess(worker_settings(base, tmp_path, "worker-0", trained_bundle), tmp_path / "worker-0.log")
+    worker.start()
+    try:
+        big, small = "BIG-0001", "SMALL-0001"
+        views = [{"view": view, "media_type": "image/png", "image": noise_png(272, seed)}
+                 for seed, view in enumerate(["top", "front", "side", "oblique"])]
+        capture = SERDE.encode("tunnel_capture", {**SAMPLES["tunnel_capture"], "product_id": big, "views": views})
+        catalog = SERDE.encode("catalog_update", {**SAMPLES["catalog_update"], "product_id": big,
+                                                  "description": "Steinzeug, handbemalt. " * 39_000})
+        assert 880_000 < len(capture) < 1_000_000 and 880_000 < len(catalog) < 1_000_000
+        garbage = b"{" + b"\x13" * 1_039_999
+        producer = Producer(producer_config(base, **{"message.max.bytes": 2_000_000}))
+        topic = base.topic_prefix
+        placed: dict[str, tuple[int, int]] = {}
+
+        def remember(label: str):
+            return lambda error, msg: placed.__setitem__(label, (msg.partition(), msg.offset()))
+
+        def ship(product: str, n: int) -> None:
+            record = {**SAMPLES["shipment"], "event_id": str(uuid.uuid4()), "product_id": product,
+                      "shipment_id": f"S-{n}", "package_type": "box", "marketplace": "EU"}
+            producer.produce(topic + "shipments", key=product.encode(), value=SERDE.encode("shipment", record))
+
+        ship(small, 1)
+        producer.produce(topic + "catalog-updates", key=big.encode(), value=catalog, on_delivery=remember("catalog"))
+        producer.produce(topic + "tunnel-captures", key=big.encode(), value=capture, on_delivery=remember("capture"))
+        producer.produce(topic + "shipments", key=small.encode(), value=garbage, on_delivery=remember("garbage"))
+        ship(small, 2)
+        ship(big, 3)
+        assert producer.flush(30) == 0 and len(placed) == 3
+
+        stats = wait_until(lambda: read_table(base, "damage_stats"),
+                           lambda s: sum(s.get(small, {}).get("shipments", [])) == 2 and big in s, 90)
+        assert sum(stats[small]["shipments"]) == 2 and sum(stats[big]["shipments"]) == 1
+        products = wait_until(lambda: read_table(base, "products"), lambda p: "model" in p.get(big, {}), 90)
+        assert products[big]["model"]["version"]  # scored on its 900 KB capture and catalog record
+        assert read_table(base, "captures")[big] == capture and read_table(base, "catalog")[big] == catalog
+        letters = read_topic(base, topic + "shipments.dlq", "dead_letter")
+        [letter] = [l for l in letters if (l["partition"], l["offset"]) == placed["garbage"]]
+        assert "wrong magic byte" in letter["reason"] and letter["original_size"] == len(garbage)
+        assert garbage.startswith(letter["original_value"])
+        assert worker.process.poll() is None and worker.log_path.read_text().count("=== start") == 1
+    finally:
+        worker.stop()
+        assert worker.gone()

@@ -51,16 +51,43 @@ def test_a_suspended_flow_abandons_a_delivery_that_would_wait() -> None:
     in_app(test)
 
 
-def test_a_full_stream_buffer_takes_the_race() -> None:
+def full_channel(app: faust.App):
+    channel = app.topic("delivery-test-topic").clone(is_iterator=True)
+    app.topics.add(channel)
+    for i in range(channel.queue.maxsize):
+        channel.queue.put_nowait(i)
+    return channel
+
+
+def test_a_full_stream_buffer_is_waited_out_until_half_drained_then_delivered_directly() -> None:
     async def test(app: faust.App, consumer: delivery.FastDeliveryConsumer) -> None:
-        channel = app.topic("delivery-test-topic").clone(is_iterator=True)
-        app.topics.add(channel)
-        for i in range(channel.queue.maxsize):
-            channel.queue.put_nowait(i)
+        channel = full_channel(app)
         assert not consumer.delivery_cannot_wait()
+
+        async def agent() -> None:  # drains the buffer slowly
+            while channel.queue.qsize() > 100:
+                channel.queue.get_nowait()
+                if channel.queue.qsize() % 100 == 0:
+                    await asyncio.sleep(0.001)
+
+        draining = asyncio.ensure_future(agent())
         log: list[str] = []
         await consumer.wait_first(delivered(log), consumer.suspend_flow.wait())
-        assert log == ["delivered"] and (consumer.fast_deliveries, consumer.raced_deliveries) == (0, 1)
+        assert log == ["delivered"] and channel.queue.qsize() <= channel.queue.maxsize // 2 + 1
+        assert (consumer.fast_deliveries, consumer.raced_deliveries, consumer.waits_for_room) == (1, 0, 1)
+        await draining
+
+    in_app(test)
+
+
+def test_a_flow_suspended_while_waiting_for_room_takes_the_race() -> None:
+    async def test(app: faust.App, consumer: delivery.FastDeliveryConsumer) -> None:
+        full_channel(app)
+        asyncio.get_running_loop().call_later(0.05, consumer.suspend_flow.set)  # a rebalance starts
+        stuck = asyncio.Event()  # nobody drains the buffer
+        result = await consumer.wait_first(stuck.wait(), consumer.suspend_flow.wait())
+        assert result.results == [True]  # suspend_flow.wait() won; the stuck delivery was cancelled
+        assert (consumer.fast_deliveries, consumer.raced_deliveries, consumer.waits_for_room) == (0, 1, 1)
 
     in_app(test)
 

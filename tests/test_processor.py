@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import struct
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from models.packtypes import PACK_TYPES, PackType
 from streams.marketplaces import DEFAULT_MARKETPLACES
 from streams.policy import ModelView
-from streams.processor import RECENT_IDS_KEPT, Incoming, Outgoing, Processor, Tables
+from streams.processor import RECENT_IDS_KEPT, Incoming, Limits, Outgoing, Processor, Tables
 from streams.serde import Serde
 from streams.settings import Settings
 from tests.samples import SAMPLES
@@ -303,3 +304,46 @@ def test_material_catalog_change_while_the_first_verdict_is_being_scored_rescore
     assert len(in_flight) == 1  # handed to the model; no verdict stored yet
     _, jobs = processor.on_catalog([catalog(title="Glasvase, mundgeblasen")])
     assert len(jobs) == 1 and jobs[0].catalog["title"] == "Glasvase, mundgeblasen" and jobs[0].capture is not None
+
+
+def test_a_product_with_many_events_between_flushes_is_decided_once_on_all_of_them(processor: Processor) -> None:
+    for n in range(5):
+        processor.on_damage_events([shipment(f"s-{n}", "box")])
+    [decision] = decoded(processor.decide_changed(), "pack-type-decisions", "pack_type_decision")
+    assert decision["evidence"][PackType.BOX.index]["shipments"] == 5
+    assert processor.decide_changed() == []  # nothing changed since
+
+
+def limited(clock: Clock, max_record_bytes: int) -> Processor:
+    return Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock,
+                     limits=Limits(max_record_bytes=max_record_bytes))
+
+
+def test_a_catalog_record_too_large_for_the_state_is_dead_lettered_as_too_large(clock: Clock) -> None:
+    processor = limited(clock, 20_000)
+    big = catalog(description="x" * 30_000)
+    out, jobs = processor.on_catalog([big, catalog()])
+    [letter] = _dead_letters(out, "catalog-updates")
+    assert letter["reason"].startswith("too_large:") and letter["error_type"] == "TooLarge"
+    assert (letter["partition"], letter["offset"]) == (2, big.offset)
+    assert processor.tables.catalog[PRODUCT] == SERDE.encode("catalog_update", SAMPLES["catalog_update"])  # the next one
+
+
+def test_a_dead_letter_too_large_to_go_whole_keeps_what_fits_with_size_and_digest(clock: Clock) -> None:
+    processor = limited(clock, 20_000)
+    garbage = message("shipments", "shipment", value=b"not avro " * 6000)  # 54,000 bytes, no magic byte
+    out = damage_events(processor, [garbage, shipment("ok-1")])
+    [letter_message] = [m for m in out if m.topic == "shipments.dlq"]
+    assert len(letter_message.value) + len(letter_message.key) <= Limits(20_000).max_value_bytes
+    [letter] = _dead_letters(out, "shipments")
+    assert letter["error_type"] == "TooLarge" and "wrong magic byte" in letter["reason"]
+    assert letter["original_size"] == len(garbage.value)
+    assert letter["original_sha256"] == hashlib.sha256(garbage.value).hexdigest()
+    assert garbage.value.startswith(letter["original_value"]) and len(letter["original_value"]) > 15_000
+    assert processor.tables.damage_stats[PRODUCT]["shipments"][PackType.POLY_BAG.index] == 1
+
+
+def test_a_dead_letter_that_fits_keeps_the_original_whole(processor: Processor) -> None:
+    poison = message("shipments", "shipment", value=b'{"oops": 1}')
+    [letter] = _dead_letters(damage_events(processor, [poison]), "shipments")
+    assert letter["original_value"] == poison.value and letter["original_size"] == len(poison.value)
