@@ -579,6 +579,10 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
                     for name, after in cpu_seconds(processes).items()}
     finally:
         worker.stop()
+    wire = statistics.mean(len(SERDE.encode("tunnel_capture", c)) for c in captures)
+    changelog = statistics.mean(len(v) for v in read_table(settings, "captures").values())
+    on_disk = sum(f.stat().st_size for f in (tmp / "scoring").rglob("*")
+                  if f.is_file() and "/captures-" in str(f)) / products
     scored = sorted(d["decided_at"] for d in decisions if d["model_version"])
     span = (scored[-1] - scored[0]).total_seconds()
     rate = (len(scored) - 1) / span
@@ -594,7 +598,10 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
             + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu_used.items())
             + f"; {sum(cpu_used.values()):.1f} in all, on {len(os.sched_getaffinity(0))} cores",
             f"streaming overhead: {1 - rate / median_offline:.0%} against {all_threads} threads, "
-            f"{1 - rate / statistics.median(offline_same):.0%} against {worker_threads} (target: at most 20%)"]
+            f"{1 - rate / statistics.median(offline_same):.0%} against {worker_threads} (target: at most 20%)",
+            f"bytes per capture: {wire:,.0f} on the wire, {changelog:,.0f} in the captures changelog (the value), "
+            f"{on_disk:,.0f} in the worker's RocksDB (captures store files on disk after a clean stop, WAL "
+            f"included)"]
 
 
 def bench_contention(bundle: Path, products: int = 512, repeats: int = 3) -> list[str]:

@@ -174,13 +174,18 @@ class WriteBackTable(MutableMapping):
                                     f"changelog record limit of {limit:,} bytes")
             self.dirty_bytes += len(value)
         self.dirty[key] = (self._layer.partition, value)
-        self.cache.pop(key, None)
+        self._uncache(key)
 
     def __delitem__(self, key: str) -> None:
         if self._lookup(key) is None:
             raise KeyError(key)
         self.dirty[key] = (self._layer.partition, DELETED)
-        self.cache.pop(key, None)
+        self._uncache(key)
+
+    def _uncache(self, key: str) -> None:
+        """The buffer holds the key's value now; the cache gets it back after the flush."""
+        if self.cache.pop(key, _MISSING) is not _MISSING:
+            self._layer.cached -= 1
 
     def items(self) -> Iterator[tuple[str, Any]]:  # type: ignore[override]
         """Every (key, value) of the partitions this worker owns, pending writes included."""
@@ -251,6 +256,10 @@ class StateLayer:
 
     def remember(self, table: WriteBackTable, key: str, value: Any) -> None:
         if self.cache_size == 0 or not table.spec.cached:
+            return
+        if key in table.cache:
+            table.cache[key] = value
+            table.cache.move_to_end(key)
             return
         table.cache[key] = value
         self.cached += 1

@@ -358,3 +358,16 @@ def test_state_after_any_crash_equals_the_fold_of_the_distinct_events(history) -
     local = {decode_key(k): json.loads(v) for store in [cluster.stores["damage_stats"]]
              for p in range(PARTITIONS) for k, v in store.items(p)}
     assert counts(local) == expected
+
+
+def test_the_cache_stays_within_its_bound_however_keys_are_rewritten() -> None:
+    cluster = Cluster()
+    layer = layer_for(cluster, Sender(cluster), cache_size=3)
+    with layer.at("shipments", 0):
+        for round_ in range(4):
+            for n in range(6):
+                layer["damage_stats"][f"P{n}"] = {"n": n, "round": round_}
+                layer["products"].get(f"P{n}")  # a miss, remembered as missing
+            run(layer.flush())
+            sizes = sum(len(t.cache) for t in layer.tables.values())
+            assert sizes == layer.cached <= 3
