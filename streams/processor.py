@@ -292,8 +292,9 @@ class Processor:
             t.pending[product] = {"since": self.clock(), "partition": message.partition}
 
     def on_damage_events(self, batch: list[Incoming]) -> list[Outgoing]:
-        """Shipments and damage reports: each event counted once, then the products re-decided. Each
-        product's statistics are read and written once per batch, however many of its events it holds.
+        """Shipments and damage reports: each event counted once; the products are re-decided at the next
+        state flush (decide_changed). Each product's statistics are read and written once per batch, however
+        many of its events it holds (and reach the changelog once per flush).
 
         Counted once: a product remembers the highest offset it applied from each input partition, so a
         redelivery after a crash or rebalance (Kafka replays from the last commit, in offset order) is

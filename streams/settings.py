@@ -124,7 +124,7 @@ class Settings:
         "partitions before the group gives them to the others.", _positive_float, "a number > 0")
     batch_size: int = _setting(64, "Most captures scored in one model batch.", _positive_int, "an integer >= 1")
     stats_batch_size: int = _setting(
-        500, "Most shipments and damage reports applied in one batch (each product written once per batch).",
+        500, "Most shipments and damage reports applied in one batch (each product read once per batch).",
         _positive_int, "an integer >= 1")
     faust_metrics: bool = _setting(
         False, "Also export Faust's per-message Prometheus metrics (streams, tables, commits, sends) on /metrics; "
