@@ -105,6 +105,16 @@ class BrokerStatus:
         return f"Kafka is not running at {self.bootstrap} (state in {self.state_dir})"
 
 
+def new_cluster_id() -> str:
+    """16 random bytes in URL-safe base64 without padding, as `StorageTool random-uuid` prints, and like
+    Kafka's Uuid.randomUuid never starting with '-' (one id in 64 would, and the storage tool would read
+    it as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class LocalBroker:
     """One combined KRaft broker+controller listening on 127.0.0.1 only."""
@@ -202,8 +212,7 @@ class LocalBroker:
         return self.status(), True
 
     def _format(self, java: str, classpath: str) -> None:
-        # A cluster id is 16 random bytes in URL-safe base64 without padding (what `random-uuid` prints).
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [java, "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath,
              "kafka.tools.StorageTool", "format", "-c", str(self.config_file), "-t", cluster_id],

@@ -74,3 +74,21 @@ def test_port_taken_by_another_program(tmp_path: Path) -> None:
         broker = LocalBroker(tmp_path, port, free_port())
         with pytest.raises(PackwiseError, match=f"port {port} on 127.0.0.1 is taken"):
             broker.start(echo=False)
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """StorageTool reads `-t -xyz` as an option: one generated id in 64 used to fail the format."""
+    import uuid
+
+    from streams import broker
+
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x10" * 16)])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(draws))
+    assert base64_first(uuid.UUID(bytes=b"\xf8" + bytes(15))) == "-"  # the draw that broke the format
+    assert broker.new_cluster_id() == "EBAQEBAQEBAQEBAQEBAQEA"
+
+
+def base64_first(value) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(value.bytes).decode()[0]
