@@ -43,7 +43,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap_servers),
-        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        store="packwise-rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.worker_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -264,4 +264,5 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
 
     app.packwise_tables = tables  # for `packwise` diagnostics and tests
     app.packwise_state = state  # FlushingConsumer flushes it before waiting for events
+    app.packwise_settings = settings  # RestoringStore reads the changelogs with them
     return app
