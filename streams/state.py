@@ -3,6 +3,8 @@
 Reads see every write at once; writes stay in memory (one entry per changed product and table) until a
 flush, which:
 
+0. runs `before_flush` (the worker re-decides there, once, each product whose statistics changed, so the
+   decision is durable with the counts it was made on);
 1. waits until every output published so far is acknowledged (decisions, triggers, dead letters), so a
    product's state never claims an output that was lost;
 2. sends each changed key's value to the table's changelog once, and waits for the broker's acknowledgement;
