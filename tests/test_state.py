@@ -22,8 +22,8 @@ from streams.marketplaces import DEFAULT_MARKETPLACES
 from streams.processor import Incoming, Processor, Tables
 from streams.serde import Serde
 from streams.settings import Settings
-from streams.state import (MemoryStore, StateLayer, StateTooLarge, TableSpec, WireBytes, codec_for, decode_key,
-                           encode_key)
+from streams.state import (WIRE_TABLES, MemoryStore, StateLayer, StateTooLarge, TableSpec, WireBytes, codec_for,
+                           decode_key, encode_key)
 from streams.topics import TABLES
 from tests.samples import SAMPLES
 
@@ -97,7 +97,8 @@ class Sender:
 
 
 def layer_for(cluster: Cluster, sender: Sender, released: list | None = None, **limits: Any) -> StateLayer:
-    specs = [TableSpec(name, name, codec_for(name), cluster.stores[name]) for name in TABLES]
+    specs = [TableSpec(name, name, codec_for(name), cluster.stores[name], cached=name not in WIRE_TABLES)
+             for name in TABLES]  # as the worker builds them
     return StateLayer(specs, sender, (released if released is not None else []).extend, **limits)
 
 
@@ -206,12 +207,14 @@ def test_reaching_the_dirty_limit_asks_for_a_flush() -> None:
 def test_the_decoded_cache_is_bounded_and_skips_wire_bytes() -> None:
     cluster = Cluster()
     layer = layer_for(cluster, Sender(cluster), cache_size=2)
-    specs = {t.spec.name: t.spec for t in layer.tables.values()}
-    assert specs["captures"].cached is True  # layer_for caches all; the worker turns it off for wire tables
+    wire = SERDE.encode("tunnel_capture", SAMPLES["tunnel_capture"])
     with layer.at("shipments", 0):
         for n in range(5):
             layer["damage_stats"][f"P{n}"] = {"n": n}
+            layer["captures"][f"P{n}"] = wire
         run(layer.flush())
+        assert [layer["captures"][f"P{n}"] for n in range(5)] == [wire] * 5  # read from the store
+        assert len(layer["captures"].cache) == 0  # wire bytes are never held decoded in memory
         assert sum(len(t.cache) for t in layer.tables.values()) == 2
         assert layer["damage_stats"]["P0"] == {"n": 0}  # evicted, read back from the store
 
