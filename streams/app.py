@@ -33,6 +33,8 @@ from streams.state import WIRE_TABLES, StateLayer, TableSpec, codec_for
 from streams.topics import TABLES, TopicRole, topic_specs
 
 log = get_logger("packwise.worker")
+# the contracts the worker writes: its outputs and dead letters
+WORKER_WRITES = ("pack_type_decision", "relabel_trigger", "test_request", "dead_letter")
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -110,8 +112,10 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
 
     app.on_partitions_revoked.connect(flush_before_revoking)
     app.on_partitions_assigned.connect(forget_cached)
-    processor = Processor(settings, Serde(registry_url=settings.schema_registry_url),
-                          load_marketplaces(settings.marketplaces_file), tables, context=state.at, limits=limits)
+    serde = Serde.for_settings(settings)
+    serde.require_registered(WORKER_WRITES, "the worker")
+    processor = Processor(settings, serde, load_marketplaces(settings.marketplaces_file), tables, context=state.at,
+                          limits=limits)
     # one thread that waits on the scoring process's pipe, so the event loop never does; one, so batches
     # from the two scoring agents and the timer take turns on that pipe
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")

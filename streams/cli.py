@@ -47,6 +47,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
               f"on {settings.bootstrap_servers}")
         for name in report.created:
             print(f"  + {name}")
+        if settings.schema_registry_url:
+            _register_schemas(settings)
         return 0
     specs = topics.topic_specs(settings)
     present = topics.existing_partitions(topics.admin_client(settings), settings)
@@ -55,6 +57,27 @@ def cmd_topics(args: argparse.Namespace) -> int:
         state = f"{present[spec.name]} partitions" if spec.name in present else "MISSING"
         print(f"{spec.name:<{width}}  {spec.role.value:<11}  {spec.cleanup_policy:<7}  {state}")
     return 0 if all(spec.name in present for spec in specs) else 3
+
+
+def _register_schemas(settings: Settings, schemas_dir: Path | None = None) -> None:
+    from streams import serde, topics
+
+    done = serde.register_contracts(settings.schema_registry_url, topics.contract_subjects(settings),
+                                    schemas_dir or serde.DEFAULT_SCHEMAS_DIR)
+    print(f"registered {len(done)} subjects ({serde.SUBJECT_NAMING}, compatibility {serde.COMPATIBILITY}) "
+          f"at {settings.schema_registry_url}")
+    for registration in done:
+        print(f"  {registration.subject}: {registration.contract}, {registration.versions} version(s), "
+              f"current id {registration.schema_id}")
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    settings: Settings = args.settings
+    if not settings.schema_registry_url:
+        raise PackwiseError("no Schema Registry configured (PACKWISE_SCHEMA_REGISTRY_URL): the embedded default "
+                            "derives ids from the shipped schemas and needs no registration")
+    _register_schemas(settings, args.schemas)
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -96,7 +119,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from streams.app import create_app
 
         settings.worker_dir.mkdir(parents=True, exist_ok=True)
-        app = create_app(settings, scorer, limits)
+        try:
+            app = create_app(settings, scorer, limits)  # refuses contracts not registered in a registry
+        except PackwiseError:
+            scorer.wait_ready()
+            raise
         scorer.wait_ready()
         # Faust and its dependencies are hundreds of thousands of long-lived objects: keep them out of the
         # cyclic garbage collector's full passes.
@@ -156,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the topics idempotently, or list them with partition counts")
     topics.add_argument("action", choices=["create", "list"])
     topics.set_defaults(handler=cmd_topics)
+
+    schemas = sub.add_parser(
+        "schemas", help="register the event contracts in the Schema Registry (a deploy step)",
+        description="register: every version of every contract (schemas/ and schemas/history/, oldest first) "
+        "under the subject of each topic that carries it (TopicNameStrategy: <topic>-value), after setting the "
+        "subject's compatibility to FULL_TRANSITIVE. Safe to repeat; a refusal is reported in one line. "
+        "Workers and tools never register: they only look ids up.")
+    schemas.add_argument("action", choices=["register"])
+    schemas.add_argument("--schemas", type=Path, default=None,
+                         help="folder of the contracts to register (default: the schemas shipped with packwise)")
+    schemas.set_defaults(handler=cmd_schemas)
 
     worker = sub.add_parser("worker", help="run a stream worker: score products, keep damage statistics, decide")
     worker.add_argument("--model", type=Path, help="model bundle directory (default: PACKWISE_MODEL_PATH)")

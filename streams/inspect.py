@@ -54,7 +54,7 @@ def read_local_state(worker_dir: Path, table: str) -> dict[str, Any]:
 
 def read_topic(settings: Settings, topic: str, contract: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every record on `topic` so far, decoded as `contract` (tombstones left out), in partition order."""
-    serde = Serde(registry_url=settings.schema_registry_url)
+    serde = Serde.for_settings(settings)
     return [serde.decode(contract, value) for _, value in _read_all(settings, topic, timeout_s) if value is not None]
 
 

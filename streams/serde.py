@@ -5,8 +5,14 @@ body written by fastavro without a container header. Schema ids come from a Sche
 configured, or, the embedded default, from the schemas shipped in `schemas/` with ids derived from each
 schema's canonical form (so every process that ships the same schemas agrees on the ids with no server).
 
-Past versions of a contract live in `schemas/history/<contract>/*.avsc`; they are registered too, so data
-written before a schema change stays readable, resolved to the current version by Avro's rules.
+Past versions of a contract live in `schemas/history/<contract>/*.avsc`, so data written before a schema
+change stays readable, resolved to the current version by Avro's rules.
+
+A registry is shared with other teams, so packwise only reads it while it runs: ids are looked up, writer
+schemas fetched by id, and a message written with a schema that is not a readable version of its topic's
+contract is a WrongContract error (dead-lettered as `wrong_contract`). Registering is a deploy step,
+`packwise schemas register` (register_contracts): every version, oldest first, under each topic's subject
+(SUBJECT_NAMING), with the subject's compatibility set to COMPATIBILITY.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ import hashlib
 import io
 import json
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, Sequence
 
 import fastavro
 import fastavro.validation
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
+
+from streams.errors import PackwiseError
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -55,13 +65,14 @@ class Contract:
     """One version of an event contract: its standalone schema and the id it travels under."""
 
     name: str
-    schema_id: int
+    schema_id: int | None  # None: not registered in the configured registry (it cannot be written)
     schema: dict[str, Any]  # standalone JSON schema, shared types inlined
     parsed: Any  # fastavro's parsed form
 
     @property
     def full_name(self) -> str:
-        return f"{self.schema['namespace']}.{self.schema['name']}"
+        name = self.schema["name"]
+        return name if "." in name or not self.schema.get("namespace") else f"{self.schema['namespace']}.{name}"
 
 
 def _inline_named_types(node: Any, shared: Mapping[str, dict], defined: set[str]) -> Any:
@@ -114,40 +125,90 @@ def embedded_schema_id(schema: dict[str, Any]) -> int:
 class SchemaIds(Protocol):
     """Where schema ids come from: the embedded default or a Schema Registry."""
 
-    def id_for(self, contract: str, schema: dict[str, Any]) -> int: ...
+    def id_for(self, contract: str, schema: dict[str, Any]) -> int | None: ...
 
-    def schema_for(self, schema_id: int) -> dict[str, Any] | None: ...
+    def schema_for(self, schema_id: int) -> dict[str, Any] | str | None: ...
 
 
 class EmbeddedIds:
     """Ids from the schemas themselves; knows no schema beyond those it was given."""
 
-    def id_for(self, contract: str, schema: dict[str, Any]) -> int:
+    def id_for(self, contract: str, schema: dict[str, Any]) -> int | None:
         return embedded_schema_id(schema)
 
-    def schema_for(self, schema_id: int) -> dict[str, Any] | None:
+    def schema_for(self, schema_id: int) -> dict[str, Any] | str | None:
         return None
 
 
-class RegistryIds:
-    """Ids from a Confluent-compatible Schema Registry (subjects `<contract>-value`, topic-independent so
-    a contract's id is the same on its input topic and its dead-letter copy)."""
+# How packwise names its subjects and what it asks the registry to keep (README, "Schema Registry"):
+# TopicNameStrategy, Confluent's default, so the registry checks any producer of a topic against the
+# topic's contract before it writes. FULL_TRANSITIVE: every new version reads all data written before (a
+# topic's history stays readable when its readers upgrade) and every older version reads the new one's data
+# (a worker not yet upgraded keeps reading what an upgraded producer writes, and so do the ops consumers of
+# the outputs). Adding or removing a field with a default is allowed; anything else is refused.
+SUBJECT_NAMING = "TopicNameStrategy"
+COMPATIBILITY = "FULL_TRANSITIVE"
 
-    def __init__(self, url: str) -> None:
+
+def subject_name(topic: str) -> str:
+    """The subject of a topic's values under TopicNameStrategy."""
+    return f"{topic}-value"
+
+
+class RegistryUnavailable(PackwiseError):
+    """The Schema Registry did not answer, or answered with an error that is not about the schema asked for:
+    nothing can be said about the message, so it is not dead-lettered (the worker stops and is restarted)."""
+
+    exit_code = 70
+
+
+class RegistryIds:
+    """Ids from a Confluent-compatible Schema Registry, read only: a contract's id is looked up under the
+    subject of a topic that carries it, and a writer schema is fetched by id. Nothing is registered here
+    (`packwise schemas register` does that, once, as a deploy step)."""
+
+    def __init__(self, url: str, subjects: Mapping[str, str]) -> None:
+        self.url = url
+        self.subjects = subjects
         self._client = _registry_client(url)
 
-    def id_for(self, contract: str, schema: dict[str, Any]) -> int:
+    def id_for(self, contract: str, schema: dict[str, Any]) -> int | None:
         from confluent_kafka.schema_registry import Schema
 
-        return self._client.register_schema(f"{contract}-value", Schema(json.dumps(schema), "AVRO"))
-
-    def schema_for(self, schema_id: int) -> dict[str, Any] | None:
-        from confluent_kafka.schema_registry.error import SchemaRegistryError
-
-        try:
-            return json.loads(self._client.get_schema(schema_id).schema_str)
-        except SchemaRegistryError:
+        subject = self.subjects.get(contract)
+        if subject is None:
             return None
+        try:
+            return self._client.lookup_schema(subject, Schema(json.dumps(schema), "AVRO")).schema_id
+        except Exception as error:  # noqa: BLE001 - the client raises its own error and httpx's
+            if _status(error) == 404:
+                return None
+            raise self.unavailable(error) from None
+
+    def schema_for(self, schema_id: int) -> dict[str, Any] | str | None:
+        """The schema registered under `schema_id` (a dict), None if there is none, or a sentence saying why
+        it cannot be an Avro record schema."""
+        try:
+            registered = self._client.get_schema(schema_id)
+        except Exception as error:  # noqa: BLE001
+            if _status(error) == 404:
+                return None
+            raise self.unavailable(error) from None
+        if (registered.schema_type or "AVRO") != "AVRO":
+            return f"schema id {schema_id} is a {registered.schema_type} schema, not Avro"
+        try:
+            schema = json.loads(registered.schema_str)
+        except json.JSONDecodeError:
+            return f"schema id {schema_id} is not JSON"
+        return schema
+
+    def unavailable(self, error: Exception) -> RegistryUnavailable:
+        return RegistryUnavailable(f"the Schema Registry at {self.url} did not answer as expected: "
+                                   f"{type(error).__name__}: {str(error).strip() or 'no detail'}")
+
+
+def _status(error: Exception) -> int | None:
+    return getattr(error, "http_status_code", None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -159,30 +220,93 @@ def _registry_client(url: str) -> Any:
     return SchemaRegistryClient.new_client({"url": url})
 
 
+@dataclass(frozen=True)
+class Registration:
+    subject: str
+    contract: str
+    versions: int  # versions of the contract shipped (history and current), all registered
+    schema_id: int  # the current version's id
+
+
+def register_contracts(url: str, subjects: Mapping[str, Sequence[str]],
+                       schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> list[Registration]:
+    """Register every version of every contract (oldest first) under each subject that carries it, after
+    setting the subject's compatibility to COMPATIBILITY; safe to repeat (a registered schema keeps its id).
+    A refusal is a PackwiseError naming the contract, the subject and the registry's reason."""
+    from confluent_kafka.schema_registry import Schema
+
+    client = _registry_client(url)
+    done = []
+    for contract, versions in load_schema_files(schemas_dir).items():
+        for subject in subjects.get(contract, ()):
+            try:
+                client.set_compatibility(subject, COMPATIBILITY)
+                for schema in versions:
+                    schema_id = client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+            except Exception as error:  # noqa: BLE001 - the client raises its own error and httpx's
+                if _status(error) is None or _status(error) >= 500:
+                    raise RegistryIds(url, {}).unavailable(error) from None
+                detail = getattr(error, "error_message", None) or str(error)
+                raise PackwiseError(f"the Schema Registry at {url} refused contract '{contract}' "
+                                    f"(schemas/{contract}.avsc) under subject '{subject}' ({COMPATIBILITY}): "
+                                    f"{detail}") from None
+            done.append(Registration(subject, contract, len(versions), schema_id))
+    return done
+
+
+class WrongContract(SerdeError):
+    """A message written with a schema that is not a readable version of the topic's contract."""
+
+
+# Schema ids the registry does not know, or whose schema is not a version of the contract asked for, are
+# remembered this long, so a stream of such messages costs one registry call, not one each.
+REJECTED_ID_TTL_S = 60.0
+REJECTED_IDS_KEPT = 10_000
+
+
 class Serde:
     """Encodes records of a contract to wire bytes and decodes wire bytes to records of a contract.
 
     Decoding resolves the writer's schema (found by id) to the reader's current version, so old and new
-    producers can share a topic while a schema evolves.
+    producers can share a topic while a schema evolves. With a registry, ids are only ever looked up: a
+    writer schema the process does not ship is fetched by id, and one that is not a readable version of the
+    contract is a WrongContract error (the worker dead-letters the message), never registered.
     """
 
-    def __init__(self, schemas_dir: Path = DEFAULT_SCHEMAS_DIR, registry_url: str | None = None) -> None:
-        self._ids: SchemaIds = RegistryIds(registry_url) if registry_url else EmbeddedIds()
+    def __init__(self, schemas_dir: Path = DEFAULT_SCHEMAS_DIR, registry_url: str | None = None,
+                 subjects: Mapping[str, str] | None = None) -> None:
+        """`subjects`: with a registry, the subject each contract's id is looked up under (Serde.for_settings
+        derives them from the topics)."""
+        self.registry_url = registry_url
+        self._ids: SchemaIds = RegistryIds(registry_url, subjects or {}) if registry_url else EmbeddedIds()
         self._current: dict[str, Contract] = {}
         self._by_id: dict[int, Contract] = {}
+        self._rejected: dict[int, tuple[str, float]] = {}  # schema id -> (reason, until: monotonic seconds)
         for name, versions in load_schema_files(schemas_dir).items():
-            for schema in versions:
-                contract = self._register(name, schema)
+            # with a registry, only the current version is looked up: older ones are fetched by id if read
+            for schema in versions if not registry_url else versions[-1:]:
+                contract = self._parse(name, schema, self._ids.id_for(name, schema))
+                if contract.schema_id is not None:
+                    self._by_id[contract.schema_id] = contract
             self._current[name] = contract  # the last one is the current version
 
-    def _register(self, name: str, schema: dict[str, Any]) -> Contract:
+    @classmethod
+    def for_settings(cls, settings: Any, schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> "Serde":
+        """The Serde of a packwise process: embedded ids, or the registry's under the topics' subjects."""
+        if not settings.schema_registry_url:
+            return cls(schemas_dir)
+        from streams.topics import contract_subjects
+
+        subjects = {contract: names[0] for contract, names in contract_subjects(settings).items()}
+        return cls(schemas_dir, settings.schema_registry_url, subjects)
+
+    @staticmethod
+    def _parse(name: str, schema: dict[str, Any], schema_id: int | None) -> Contract:
         try:
             parsed = fastavro.parse_schema(copy.deepcopy(schema))  # hinted: fastavro skips re-parsing per call
         except Exception as error:  # fastavro raises several types for a bad schema
             raise SerdeError(f"schema of contract '{name}' is not valid Avro: {error}") from None
-        contract = Contract(name, self._ids.id_for(name, schema), schema, parsed)
-        self._by_id[contract.schema_id] = contract
-        return contract
+        return Contract(name, schema_id, schema, parsed)
 
     def contract(self, name: str) -> Contract:
         try:
@@ -190,11 +314,27 @@ class Serde:
         except KeyError:
             raise SerdeError(f"unknown contract '{name}'; known: {', '.join(CONTRACTS)}") from None
 
+    def unregistered(self, names: Sequence[str]) -> list[str]:
+        """Those of the contracts `names` whose current version has no id (not registered in the registry)."""
+        return [name for name in names if self.contract(name).schema_id is None]
+
+    def require_registered(self, names: Sequence[str], role: str) -> None:
+        """A PackwiseError naming the deploy step when a contract this process writes is not registered."""
+        missing = self.unregistered(names)
+        if missing:
+            raise PackwiseError(
+                f"the Schema Registry at {self.registry_url} has no current version of the contract(s) "
+                f"{', '.join(missing)} that {role} writes: run `packwise schemas register` (a deploy step; "
+                "`packwise topics create` runs it too) with the same PACKWISE_TOPIC_PREFIX")
+
     def encode(self, contract_name: str, record: Mapping[str, Any], validate: bool = True) -> bytes:
         """Wire bytes of `record` under the current version of the contract; invalid values are a
         SerdeError naming the field. validate=False skips the full check for records a worker builds
         itself (a wrong type still fails in the writer, and is then described the same way)."""
         contract = self.contract(contract_name)
+        if contract.schema_id is None:
+            raise SerdeError(f"contract '{contract_name}' is not registered in the Schema Registry at "
+                             f"{self.registry_url}: run `packwise schemas register`")
         if validate:
             self._validate(contract, record)
         body = io.BytesIO()
@@ -227,18 +367,17 @@ class Serde:
                 f"{contract_name} message is truncated: {len(data)} bytes, shorter than the 5-byte header"
             )
         _, schema_id = HEADER.unpack_from(data)
-        writer = self._writer(schema_id, contract_name)
-        if writer.schema.get("name") != reader.schema.get("name"):
-            raise SerdeError(
-                f"{contract_name} message was written with schema id {schema_id} of '{writer.full_name}', "
-                f"not a version of '{reader.full_name}'"
-            )
+        writer = self._writer(schema_id, reader)
         stream = io.BytesIO(data)
         stream.seek(HEADER.size)
         try:
             # Same version on both sides (the usual case): no schema resolution, about twice as fast.
             resolve_to = None if writer is reader else reader.parsed
             record = fastavro.schemaless_reader(stream, writer.parsed, resolve_to)
+        except SchemaResolutionError as error:
+            raise WrongContract(
+                f"wrong_contract: {contract_name} message was written with schema id {schema_id}, a version of "
+                f"'{writer.full_name}' that does not resolve to the current one ({error})") from None
         except Exception as error:  # fastavro reports short or corrupt bodies through many exception types
             raise SerdeError(
                 f"{contract_name} message body is truncated or corrupt: it does not decode as schema id "
@@ -251,17 +390,42 @@ class Serde:
             )
         return record
 
-    def _writer(self, schema_id: int, contract_name: str) -> Contract:
+    def _writer(self, schema_id: int, reader: Contract) -> Contract:
+        """The contract version `schema_id` stands for, if it is a version of `reader`'s record."""
         contract = self._by_id.get(schema_id)
         if contract is None:
-            schema = self._ids.schema_for(schema_id)
-            if schema is not None:
-                contract = self._register(contract_name, schema)
-        if contract is None:
-            raise SerdeError(
-                f"{contract_name} message has unknown schema id {schema_id}: not in the shipped schemas "
-                "nor the configured registry"
-            )
+            contract = self._fetch(schema_id, reader)
+        if contract.full_name != reader.full_name:
+            raise WrongContract(
+                f"wrong_contract: {reader.name} message was written with schema id {schema_id} of "
+                f"'{contract.full_name}', not a version of '{reader.full_name}'")
+        return contract
+
+    def _fetch(self, schema_id: int, reader: Contract) -> Contract:
+        """A writer schema this process does not ship, from the registry (by id only: never registered)."""
+        rejected = self._rejected.get(schema_id)
+        if rejected is not None and rejected[1] > time.monotonic():
+            raise WrongContract(rejected[0]) if rejected[0].startswith("wrong_contract") else SerdeError(rejected[0])
+        schema = self._ids.schema_for(schema_id)
+        problem = None
+        if schema is None:
+            problem = (f"{reader.name} message has unknown schema id {schema_id}: not in the shipped schemas "
+                       "nor the configured registry")
+        elif isinstance(schema, str) or not isinstance(schema, dict) or schema.get("type") != "record":
+            what = schema if isinstance(schema, str) else f"schema id {schema_id} is not an Avro record"
+            problem = f"wrong_contract: {reader.name} message was written with {what}, not a version of " \
+                      f"'{reader.full_name}'"
+        else:
+            try:
+                contract = self._parse(reader.name, schema, schema_id)
+            except SerdeError as error:
+                problem = f"wrong_contract: {reader.name} message was written with schema id {schema_id}: {error}"
+        if problem is not None:
+            if len(self._rejected) >= REJECTED_IDS_KEPT:
+                self._rejected.clear()
+            self._rejected[schema_id] = (problem, time.monotonic() + REJECTED_ID_TTL_S)
+            raise WrongContract(problem) if problem.startswith("wrong_contract") else SerdeError(problem)
+        self._by_id[schema_id] = contract
         return contract
 
 

@@ -123,7 +123,8 @@ def _now() -> datetime:
 def run_simulation(settings: Settings, config: SimulationConfig,
                    progress: Callable[[str, int, int], None] | None = None) -> SimulationResult:
     """Run the fulfillment center against the topics in `settings`; returns the ground truth."""
-    serde = Serde(registry_url=settings.schema_registry_url)
+    serde = Serde.for_settings(settings)
+    serde.require_registered(("tunnel_capture", "catalog_update", "shipment", "damage_report"), "the simulator")
     names = TopicNames.for_settings(settings)
     products, sabotaged = choose_world(config)
     outcomes = world_config(config)  # reporting rate and delay of damage reports

@@ -90,6 +90,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def contract_subjects(settings: Settings) -> dict[str, list[str]]:
+    """Per contract, the registry subjects of the topics that carry it (TopicNameStrategy, streams/serde.py)."""
+    from streams.serde import subject_name
+
+    subjects: dict[str, list[str]] = {}
+    for spec in topic_specs(settings):
+        if spec.contract:
+            subjects.setdefault(spec.contract, []).append(subject_name(spec.name))
+    return subjects
+
+
 def client_config(settings: Settings, **extra: object) -> dict[str, object]:
     """Configuration shared by every confluent-kafka client packwise makes. librdkafka's own connection
     log lines are silenced (log_level 0): failures reach the operator as one PackwiseError instead."""

@@ -56,3 +56,16 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--epochs", "2", "--seed", "11", "--target", "0.05"],
                    check=True, timeout=900, stdout=subprocess.DEVNULL)
     return out
+
+
+@pytest.fixture
+def strict_registry():
+    """A Schema Registry that enforces compatibility as Confluent's does (tests/registry.py), on 127.0.0.1."""
+    from tests.registry import StrictRegistry
+
+    registry = StrictRegistry()
+    registry.url = registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()

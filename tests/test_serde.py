@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from streams.serde import CONTRACTS, MAGIC_BYTE, Serde, SerdeError, embedded_schema_id
+from streams.serde import CONTRACTS, MAGIC_BYTE, Serde, SerdeError, embedded_schema_id, register_contracts
 from tests.samples import SAMPLES
 
 
@@ -85,14 +85,16 @@ def test_unknown_contract_is_named(serde: Serde) -> None:
         serde.encode("parcel", {})
 
 
-def test_schema_registry_ids_through_confluent_client() -> None:
-    """With a registry URL the ids come from the registry (confluent-kafka's in-process mock here)."""
-    registry = Serde(registry_url="mock://packwise-serde-test")
+def test_schema_registry_ids_through_confluent_client(strict_registry) -> None:
+    """With a registry URL the ids are looked up in the registry, once the deploy step has registered them."""
+    subjects = {contract: f"{contract}-topic-value" for contract in CONTRACTS}
+    register_contracts(strict_registry.url, {c: [s] for c, s in subjects.items()})
+    registry = Serde(registry_url=strict_registry.url, subjects=subjects)
     embedded = Serde()
     data = registry.encode("shipment", SAMPLES["shipment"])
     schema_id = struct.unpack(">I", data[1:5])[0]
     assert schema_id == registry.contract("shipment").schema_id
     assert schema_id != embedded.contract("shipment").schema_id
     # A second process on the same registry finds the writer schema by id alone.
-    fresh = Serde(registry_url="mock://packwise-serde-test")
+    fresh = Serde(registry_url=strict_registry.url, subjects=subjects)
     assert fresh.decode("shipment", data) == SAMPLES["shipment"]

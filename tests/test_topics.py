@@ -55,3 +55,23 @@ def test_unreachable_broker_is_one_clear_error() -> None:
     settings = Settings(bootstrap_servers="127.0.0.1:1")
     with pytest.raises(PackwiseError, match="cannot reach Kafka at 127.0.0.1:1 within 2s"):
         existing_partitions(admin_client(settings), settings, timeout_s=2)
+
+
+def test_topics_create_registers_the_contracts_when_a_registry_is_configured(kafka_settings: Settings,
+                                                                              strict_registry) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from streams.serde import COMPATIBILITY
+    from streams.topics import contract_subjects
+
+    env = {**os.environ, "PACKWISE_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+           "PACKWISE_TOPIC_PREFIX": kafka_settings.topic_prefix, "PACKWISE_APP_ID": kafka_settings.app_id,
+           "PACKWISE_PARTITIONS": str(kafka_settings.partitions), "PACKWISE_SCHEMA_REGISTRY_URL": strict_registry.url}
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "topics", "create"], capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"compatibility {COMPATIBILITY}" in result.stdout
+    subjects = sorted(s for names in contract_subjects(kafka_settings).values() for s in names)
+    assert sorted(strict_registry.subjects) == subjects

@@ -81,3 +81,15 @@ def test_partition_counts_that_break_co_partitioning(kafka_settings: Settings, t
             break
         time.sleep(0.5)
     assert_one_line(worker(settings), f"{damage_reports} has 1 (expected 3)")
+
+
+@pytest.mark.kafka
+def test_contracts_not_registered(kafka_settings: Settings, tmp_path: Path, trained_bundle: Path,
+                                  strict_registry) -> None:
+    """Workers never register schemas: against a registry the deploy step has not filled, the worker names it."""
+    settings = kafka_settings.replace(state_dir=str(tmp_path), model_path=str(trained_bundle),
+                                      schema_registry_url=strict_registry.url)
+    create_topics(settings)
+    assert_one_line(worker(settings), "has no current version of the contract(s) pack_type_decision",
+                    "run `packwise schemas register`")
+    assert strict_registry.writes() == []
