@@ -7,6 +7,7 @@ Missing modalities are zero-filled and flagged; the network masks them.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -19,6 +20,8 @@ from models.world import CURRENCY, VIEWS, Product, capture_views, measured
 MARKETPLACES = ("NA", "EU", "JP")
 CATALOG_NUMERIC = 10
 CAPTURE_NUMERIC = 6
+
+log = logging.getLogger("packwise.features")
 
 
 @dataclass(frozen=True)
@@ -57,16 +60,25 @@ def catalog_numeric(record: dict) -> list[float]:
 
 
 def decode_views(record: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """PNG views of a capture record to uint8 [4, size, size, 3] and presence [4]."""
+    """The views of a capture record to uint8 [4, size, size, 3] and presence [4]. A view that is not one of
+    VIEWS or does not decode counts as missing, which the model handles, with a warning: one bad view must not
+    fail the scoring batch. (The worker dead-letters such captures; one can still come from state written
+    before it did, or decode differently here.)"""
     images = np.zeros((len(VIEWS), size, size, 3), dtype=np.uint8)
     present = np.zeros(len(VIEWS), dtype=bool)
     for view in record["views"]:
         if view["view"] not in VIEWS:
-            raise ValueError(f"capture {record.get('event_id')} has unknown view {view['view']!r}; "
-                             f"expected one of {', '.join(VIEWS)}.")
-        image = Image.open(io.BytesIO(view["image"])).convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
+            log.warning("capture %s: view %r scored as missing: not one of %s", record.get("event_id"), view["view"],
+                        ", ".join(VIEWS))
+            continue
+        try:
+            image = Image.open(io.BytesIO(view["image"])).convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+        except Exception as error:  # noqa: BLE001 - Pillow reports bad image data through many exception types
+            log.warning("capture %s: view %r scored as missing: it does not decode (%s: %s)", record.get("event_id"),
+                        view["view"], type(error).__name__, error)
+            continue
         i = VIEWS.index(view["view"])
         images[i] = np.asarray(image)
         present[i] = True

@@ -26,7 +26,7 @@ from streams import changelog, delivery, failpoints, metrics
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
-from streams.scoring import ScoringFailed, ScoringProcess
+from streams.scoring import ScoringFailed, ScoringProcess, score_one_by_one
 from streams.serde import Serde
 from streams.settings import Settings
 from streams.state import WIRE_TABLES, StateLayer, TableSpec, codec_for
@@ -132,15 +132,8 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
             views = await loop.run_in_executor(executor, scorer.score, jobs)
         except ScoringFailed as error:  # one unreadable input must not sink the batch: retry one by one
             log.error("scoring_batch_failed", error=repr(error), jobs=len(jobs))
-            views = [await loop.run_in_executor(executor, score_alone, job) for job in jobs]
+            views = await loop.run_in_executor(executor, score_one_by_one, scorer.score, jobs)
         return processor.apply_scores(jobs, views)
-
-    def score_alone(job: ScoreJob):
-        try:
-            return scorer.score([job])[0]
-        except ScoringFailed as error:  # score on the catalog text alone rather than lose the product
-            log.error("scoring_failed", product_id=job.product_id, error=repr(error))
-            return scorer.score([ScoreJob(job.product_id, job.catalog, None, job.source, job.catalog_changed)])[0]
 
     def incoming(event: faust.EventT) -> Incoming:
         m = event.message

@@ -18,3 +18,6 @@ STATE_RECORDS = Counter("packwise_state_records_total",
                         "Changelog records written by state flushes (one per changed product and table per flush).")
 STATE_FLUSH_SECONDS = Histogram("packwise_state_flush_seconds",
                                 "Time of one state flush: outputs acknowledged, changelog acknowledged, store written.")
+SCORING_FAILURES = Counter("packwise_scoring_failures_total",
+                           "Products the model could not score whole: scored on text alone ('text_only'), or not at "
+                           "all ('unscored': decided on damage statistics alone, sent to test).", ["outcome"])

@@ -7,7 +7,8 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - captures:     the latest tunnel capture, as its wire bytes (re-scoring after a catalog change needs it)
 - pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
 - products:     marketplace, item size, the model's last verdict, the current decision, tests requested
-- damage_stats: shipments and damages per package type, and the event ids already applied
+- damage_stats: shipments and damages per package type, and the event ids already applied with a digest of
+                each, which tells an exact resend (dropped) from another event under the same id (dead-lettered)
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ from streams.policy import Counts, Decision, ModelView, Relabel, decide, relabel
 from streams.serde import Serde, SerdeError
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER_SUFFIX
-from streams.validation import ValidationError, validate
+from streams.validation import EventTimes, ValidationError, validate
 
 log = get_logger("packwise.processor")
 
 # How many applied event ids each product remembers, to drop an event a producer sent twice (its copies
 # are adjacent in the partition). Redeliveries after a crash are recognised by offset, not by this.
 RECENT_IDS_KEPT = 64
+# Hex characters of the digest kept beside each remembered id: 4 bytes of BLAKE2b of the message value, enough
+# to tell an exact resend from a conflicting one, small beside the id (a JSON string per product, not per id)
+DIGEST_BYTES = 4
+DIGEST_CHARS = 2 * DIGEST_BYTES
 EVENT_NAMESPACE = uuid.UUID("6f2d7c1e-3b1a-4c55-8e0f-5a7e1c9b2d40")
 # What a Kafka record adds to its key and value (record batch header, record header, the dead letter's
 # envelope fields): room kept under a topic's max.message.bytes.
@@ -137,19 +142,31 @@ class TopicNames:
 
 def new_stats() -> dict:
     """Shipments and damages per package type (PACK_TYPES order); per input contract the [partition,
-    offset] of the last event applied; the ids of the last RECENT_IDS_KEPT events applied."""
-    return {"shipments": [0] * len(PACK_TYPES), "damages": [0] * len(PACK_TYPES), "seen": {}, "recent": []}
+    offset] of the last event applied; the ids of the last RECENT_IDS_KEPT events applied, and in one string
+    the digests of the last of them (DIGEST_CHARS each, in the same order, aligned to the end of `recent`)."""
+    return {"shipments": [0] * len(PACK_TYPES), "damages": [0] * len(PACK_TYPES), "seen": {}, "recent": [],
+            "digests": ""}
 
 
 def stats_of(value: dict | None) -> dict:
     """A damage_stats value as new_stats() lays it out (values written before `seen` existed kept their
-    applied ids under "applied")."""
+    applied ids under "applied"; values written before digests were kept have none for their ids)."""
     if value is None:
         return new_stats()
     if "seen" not in value:
         value = {"shipments": value["shipments"], "damages": value["damages"], "seen": {},
                  "recent": value.get("applied", [])[-RECENT_IDS_KEPT:]}
+    if "digests" not in value:
+        value["digests"] = ""
     return value
+
+
+def applied_digest(stats: dict, event_id: str) -> str | None:
+    """The digest kept for an applied event id (one in stats["recent"]); None for an id applied before digests
+    were kept."""
+    recent, digests = stats["recent"], stats["digests"]
+    i = recent.index(event_id) - (len(recent) - len(digests) // DIGEST_CHARS)
+    return digests[i * DIGEST_CHARS:(i + 1) * DIGEST_CHARS] if i >= 0 else None
 
 
 def _millis_now(clock: Callable[[], float]) -> datetime:
@@ -168,13 +185,22 @@ class Processor:
         self.clock = clock
         self.context = context
         self.limits = limits
+        earliest = settings.event_time_earliest
+        self._earliest = datetime(earliest.year, earliest.month, earliest.day, tzinfo=timezone.utc)
         # products whose statistics changed since the last decide_changed(): (source partition, marketplace)
         self.undecided: dict[str, tuple[tuple[str, int], str | None]] = {}
         self._decide = functools.lru_cache(maxsize=1 << 16)(self._decide_uncached)
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    def _read(self, message: Incoming, contract: str, out: list[Outgoing]) -> tuple[str, dict] | None:
+    def _event_times(self) -> EventTimes:
+        """The event times a batch may carry, by the worker's clock as it reads the batch (once per batch:
+        the statistics path is CPU-bound per event)."""
+        ahead = self.settings.event_time_max_ahead_s
+        return EventTimes(self._earliest, datetime.fromtimestamp(self.clock() + ahead, tz=timezone.utc), ahead)
+
+    def _read(self, message: Incoming, contract: str, times: EventTimes,
+              out: list[Outgoing]) -> tuple[str, dict] | None:
         """(product id, record) of a valid message; anything else goes to the dead-letter topic."""
         if contract in KEPT_WHOLE and message.value is not None:
             size = len(message.value) + len(message.key or b"")
@@ -186,7 +212,7 @@ class Processor:
         try:
             key = message.key.decode("utf-8") if message.key is not None else None
             record = self.serde.decode(contract, message.value)
-            validate(contract, record, key, self.marketplaces)
+            validate(contract, record, key, self.marketplaces, times)
         except (SerdeError, ValidationError, UnicodeDecodeError) as error:
             out.append(self._dead_letter(message, error))
             return None
@@ -228,17 +254,18 @@ class Processor:
     def on_catalog(self, batch: list[Incoming]) -> tuple[list[Outgoing], list[ScoreJob]]:
         out: list[Outgoing] = []
         jobs: list[ScoreJob] = []
+        times = self._event_times()
         for message in batch:
             with self.context(message.topic, message.partition):
-                self._on_catalog(message, out, jobs)
+                self._on_catalog(message, times, out, jobs)
         return out, jobs
 
-    def _on_catalog(self, message: Incoming, out: list[Outgoing], jobs: list[ScoreJob]) -> None:
+    def _on_catalog(self, message: Incoming, times: EventTimes, out: list[Outgoing], jobs: list[ScoreJob]) -> None:
         t = self.tables
         if message.value is None and message.key:  # tombstone: the product left the catalog
             out += self._forget(message.key.decode("utf-8", errors="replace"))
             return
-        read = self._read(message, "catalog_update", out)
+        read = self._read(message, "catalog_update", times, out)
         if read is None:
             return
         product, record = read
@@ -268,14 +295,15 @@ class Processor:
     def on_captures(self, batch: list[Incoming]) -> tuple[list[Outgoing], list[ScoreJob]]:
         out: list[Outgoing] = []
         jobs: list[ScoreJob] = []
+        times = self._event_times()
         for message in batch:
             with self.context(message.topic, message.partition):
-                self._on_capture(message, out, jobs)
+                self._on_capture(message, times, out, jobs)
         return out, jobs
 
-    def _on_capture(self, message: Incoming, out: list[Outgoing], jobs: list[ScoreJob]) -> None:
+    def _on_capture(self, message: Incoming, times: EventTimes, out: list[Outgoing], jobs: list[ScoreJob]) -> None:
         t = self.tables
-        read = self._read(message, "tunnel_capture", out)
+        read = self._read(message, "tunnel_capture", times, out)
         if read is None:
             return
         product, record = read
@@ -299,14 +327,16 @@ class Processor:
         Counted once: a product remembers the highest offset it applied from each input partition, so a
         redelivery after a crash or rebalance (Kafka replays from the last commit, in offset order) is
         recognised exactly; and the ids of its last RECENT_IDS_KEPT events, for a producer that sent the
-        same event twice."""
+        same event twice. A remembered id whose message differs from the applied one (by digest) is not a
+        resend but another event under a used id: it goes to the dead-letter topic as conflicting_duplicate."""
         out: list[Outgoing] = []
         t = self.tables
         shipments_topic = self.topics.shipments
         touched: dict[str, tuple[dict, tuple[str, int], str | None]] = {}  # product -> stats, source, marketplace
+        times = self._event_times()
         for message in batch:
             contract = "shipment" if message.topic == shipments_topic else "damage_report"
-            read = self._read(message, contract, out)
+            read = self._read(message, contract, times, out)
             if read is None:
                 continue
             product, record = read
@@ -321,19 +351,27 @@ class Processor:
                 continue
             stats["seen"][contract] = [message.partition, message.offset]
             event_id = record["event_id"]
+            digest = hashlib.blake2b(message.value, digest_size=DIGEST_BYTES).hexdigest()
             if event_id in stats["recent"]:
-                metrics.DUPLICATES.labels(topic=message.topic).inc()  # sent twice
+                if applied_digest(stats, event_id) in (None, digest):
+                    metrics.DUPLICATES.labels(topic=message.topic).inc()  # sent twice
+                else:
+                    out.append(self._dead_letter(message, ValidationError(
+                        f"conflicting_duplicate: event_id {event_id!r} was applied before to product {product!r} "
+                        "with other contents; the first one counts, and only an exact resend may repeat an id")))
                 touched[product] = (stats, (message.topic, message.partition), marketplace)
                 continue
             column = "shipments" if contract == "shipment" else "damages"
             stats[column][PackType(record["package_type"]).index] += 1
             stats["recent"].append(event_id)
+            stats["digests"] += digest
             touched[product] = (stats, (message.topic, message.partition),
                                 record["marketplace"] if contract == "shipment" else marketplace)
         undecided = self.undecided
         for product, (stats, source, marketplace) in touched.items():
             with self.context(*source):
                 del stats["recent"][:-RECENT_IDS_KEPT]
+                stats["digests"] = stats["digests"][-RECENT_IDS_KEPT * DIGEST_CHARS:]
                 t.damage_stats[product] = stats
             if product in undecided:
                 marketplace = marketplace or undecided[product][1]
@@ -370,13 +408,16 @@ class Processor:
             jobs.append(ScoreJob(product, None, capture, (self.topics.captures, waiting["partition"])))
         return jobs
 
-    def apply_scores(self, jobs: list[ScoreJob], views: list[ModelView]) -> list[Outgoing]:
+    def apply_scores(self, jobs: list[ScoreJob], views: list[ModelView | None]) -> list[Outgoing]:
+        """The model's verdicts, and the decisions they lead to. A None view: the model could not score the
+        product at all; it is decided without a verdict (statistics alone: it goes to test), never left out."""
         out: list[Outgoing] = []
         for job, view in zip(jobs, views, strict=True):
             with self.context(*job.source):
                 state = self.tables.products.get(job.product_id) or {}
-                state["model"] = {"p": [view.probabilities[p] for p in PACK_TYPES],
-                                  "ok": [bool(view.certified[p]) for p in PACK_TYPES], "version": view.version}
+                if view is not None:
+                    state["model"] = {"p": [view.probabilities[p] for p in PACK_TYPES],
+                                      "ok": [bool(view.certified[p]) for p in PACK_TYPES], "version": view.version}
                 out += self.redecide(job.product_id, catalog_changed=job.catalog_changed, state=state, changed=True)
         return out
 

@@ -15,11 +15,15 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from streams import metrics
 from streams.errors import PackwiseError
+from streams.logs import get_logger
 from streams.policy import ModelView
 from streams.processor import ScoreJob
+
+log = get_logger("packwise.scoring")
 
 
 def require_path(path: str | Path) -> None:
@@ -86,6 +90,30 @@ class ScorerGone(PackwiseError):
 
 class ScoringFailed(Exception):
     """The model could not score one batch (what the scoring process raised, as text)."""
+
+
+def score_one_by_one(score: Callable[[list[ScoreJob]], list[ModelView]],
+                     jobs: list[ScoreJob]) -> list[ModelView | None]:
+    """After a batch failed to score: each job alone; on its catalog text alone when its capture cannot be
+    scored; None when nothing can be (the product keeps no model verdict and is decided on its damage
+    statistics: sent to test, not lost). Every fallback is logged and counted for ops."""
+    views: list[ModelView | None] = []
+    for job in jobs:
+        try:
+            views.append(score([job])[0])
+            continue
+        except ScoringFailed as error:
+            log.error("scoring_failed", product_id=job.product_id, error=str(error))
+        if job.catalog is not None and job.capture is not None:
+            try:
+                views.append(score([ScoreJob(job.product_id, job.catalog, None, job.source, job.catalog_changed)])[0])
+                metrics.SCORING_FAILURES.labels(outcome="text_only").inc()
+                continue
+            except ScoringFailed as error:
+                log.error("scoring_failed_on_text", product_id=job.product_id, error=str(error))
+        metrics.SCORING_FAILURES.labels(outcome="unscored").inc()
+        views.append(None)
+    return views
 
 
 def _serve(path: str, threads: int, conn) -> None:

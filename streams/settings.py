@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -54,6 +55,17 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise ValueError
     return value
+
+
+def _seconds_ahead(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1e9:  # about 31 years; bounded so that the worker's clock plus it is still a datetime
+        raise ValueError
+    return value
+
+
+def _iso_date(text: str) -> date:
+    return date.fromisoformat(text)  # ValueError for anything but YYYY-MM-DD (and its ISO variants)
 
 
 def _store(text: str) -> str:
@@ -151,6 +163,13 @@ class Settings:
         _positive_float, "a number > 0")
     default_marketplace: str = _setting(
         "NA", "Marketplace applied to a product whose catalog record has not arrived yet.")
+    event_time_earliest: date = _setting(
+        date(2000, 1, 1), "Earliest plausible event time (UTC date): an input event stamped before it goes to its "
+        "dead-letter topic as event_time.", _iso_date, "a date YYYY-MM-DD")
+    event_time_max_ahead_s: float = _setting(
+        86400.0, "How far ahead of the worker's clock an event time may be, in seconds (producers' clocks drift); "
+        "an input event stamped later goes to its dead-letter topic as event_time.", _seconds_ahead,
+        "a number from 0 to 1e9")
     marketplaces_file: str | None = _setting(
         None, "JSON file overriding per-marketplace targets and packaging weights (see streams/marketplaces.py).",
         _optional, "a path or empty")

@@ -1,17 +1,46 @@
 """Checks on decoded events that Avro cannot express: the key matches the product, sizes are physical,
-marketplaces are configured, images are there. A failure is a ValidationError whose message names the field."""
+marketplaces are configured, event times are plausible, images decode. A failure is a ValidationError whose
+message names the field; a message that starts with a code word (`event_time:`, `bad_image:`, ...) says which
+kind of failure it is, for grouping dead letters."""
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Collection, Mapping
 
-MEDIA_TYPES = ("image/png", "image/jpeg")
+from PIL import Image
+
+from models.world import VIEWS
+
+# Media type -> (the signature its bytes start with, Pillow's format name)
+IMAGE_FORMATS = {"image/png": (b"\x89PNG\r\n\x1a\n", "PNG"), "image/jpeg": (b"\xff\xd8\xff", "JPEG")}
+MEDIA_TYPES = tuple(IMAGE_FORMATS)
+# Largest image side, in pixels: tunnel cameras take well under it and the model sees 48 px; a larger
+# header is a decompression bomb (a few KB that decode to gigabytes).
+MAX_IMAGE_SIDE = 4096
 MAX_MM = 5_000.0
+# Highest price in any currency (a billion yen is under seven million dollars); NaN and infinity fail too. The
+# model reads log(price): an absurd price is an absurd feature, and it made the model certify the lightest type.
+MAX_PRICE = 1e9
 MAX_G = 100_000.0
+EVENT_TIME_FIELDS = {"tunnel_capture": "captured_at", "catalog_update": "updated_at", "shipment": "shipped_at",
+                     "damage_report": "reported_at"}
 
 
 class ValidationError(ValueError):
     """A decoded event whose values cannot be right; it goes to the dead-letter topic."""
+
+
+@dataclass(frozen=True)
+class EventTimes:
+    """The event times an input may carry, both ends included: none before `earliest`, none after `latest`,
+    the worker's clock plus the drift allowed to producers' clocks (`ahead_s`)."""
+
+    earliest: datetime
+    latest: datetime
+    ahead_s: float
 
 
 def _require(condition: bool, message: str) -> None:
@@ -39,17 +68,73 @@ def _marketplace(record: Mapping[str, Any], marketplaces: Collection[str]) -> No
                               f"(known: {', '.join(sorted(marketplaces))})")
 
 
-def validate(contract: str, record: Mapping[str, Any], key: str | None, marketplaces: Collection[str]) -> None:
+def _views(record: Mapping[str, Any]) -> None:
+    _require(len(record["views"]) > 0, "no_views: the capture has no views (a tunnel pass needs at least one "
+             "camera image)")
+    for view in record["views"]:
+        if view["view"] not in VIEWS:
+            raise ValidationError(f"unknown_view: view {view['view']!r} is not a camera position the model knows "
+                                  f"({', '.join(VIEWS)})")
+        _image(view["view"], view["media_type"], view["image"])
+
+
+def _image(view: str, media_type: str, data: bytes) -> None:
+    """The image decodes as its media type within MAX_IMAGE_SIDE. Cheap enough for every capture (a PNG's
+    chunks are checked, not inflated); the scoring process decodes each view again and treats one that still
+    fails as missing (models/features.py)."""
+    if media_type not in IMAGE_FORMATS:
+        raise ValidationError(f"bad_image: view {view!r} has media type {media_type!r} "
+                              f"(expected {' or '.join(MEDIA_TYPES)})")
+    signature, image_format = IMAGE_FORMATS[media_type]
+    if not data:
+        raise ValidationError(f"bad_image: view {view!r} has an empty image")
+    if not data.startswith(signature):
+        raise ValidationError(f"bad_image: view {view!r} is not {media_type}: its {len(data)} bytes start with "
+                              f"{data[:8].hex()}")
+    try:
+        with Image.open(io.BytesIO(data), formats=(image_format,)) as image:
+            width, height = image.size
+            if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+                raise ValidationError(f"bad_image: view {view!r} is {width} x {height} pixels, more than "
+                                      f"{MAX_IMAGE_SIDE} a side (a decompression bomb, or not a tunnel camera)")
+            if image_format == "PNG":
+                image.verify()  # every chunk's CRC, without inflating the pixels
+            else:  # a JPEG's verify() checks nothing: decode it, at 1/8 scale (every coefficient is still read)
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                image.load()
+    except ValidationError:
+        raise
+    except Image.UnidentifiedImageError:  # its message names a memory address, not the problem
+        raise ValidationError(f"bad_image: view {view!r} does not decode as {media_type}: its header is "
+                              "corrupt") from None
+    except Exception as error:  # Pillow reports bad image data through many exception types
+        raise ValidationError(f"bad_image: view {view!r} does not decode as {media_type}: {error}") from None
+
+
+def _event_time(record: Mapping[str, Any], field: str, times: EventTimes) -> None:
+    value = record[field]
+    if value < times.earliest:
+        raise ValidationError(f"event_time: {field} {value.isoformat()} is before {times.earliest.date()} "
+                              "(PACKWISE_EVENT_TIME_EARLIEST)")
+    if value > times.latest:
+        now = times.latest - timedelta(seconds=times.ahead_s)
+        raise ValidationError(f"event_time: {field} {value.isoformat()} is more than {times.ahead_s:g} s ahead of "
+                              f"the worker's clock, {now.isoformat(timespec='seconds')} "
+                              "(PACKWISE_EVENT_TIME_MAX_AHEAD_S)")
+
+
+def validate(contract: str, record: Mapping[str, Any], key: str | None, marketplaces: Collection[str],
+             times: EventTimes) -> None:
     """Raise ValidationError if an input event of `contract` cannot be right."""
     _key_matches(record, key)
+    _event_time(record, EVENT_TIME_FIELDS[contract], times)
     if contract == "tunnel_capture":
         _physical(record, "measured_length_mm", "measured_width_mm", "measured_height_mm", "measured_weight_g")
-        for view in record["views"]:
-            _require(view["media_type"] in MEDIA_TYPES, f"view {view['view']!r} has media type {view['media_type']!r}")
-            _require(len(view["image"]) > 0, f"view {view['view']!r} has an empty image")
+        _views(record)
     elif contract == "catalog_update":
         _physical(record, "item_length_mm", "item_width_mm", "item_height_mm", "item_weight_g")
-        _require(record["price"] >= 0, f"price={record['price']} is negative")
+        price = record["price"]
+        _require(0 <= price <= MAX_PRICE, f"price={price} is outside [0, {MAX_PRICE:g}] (in any currency)")
         _marketplace(record, marketplaces)
     elif contract == "shipment":
         _marketplace(record, marketplaces)

@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Any
 
 T0 = dt.datetime(2026, 11, 29, 12, 30, 15, 123000, tzinfo=dt.timezone.utc)
-PNG_1PX = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c6360f8cf000000030101"
-    "00c8b6c4f30000000049454e44ae426082")
+PNG_1PX = bytes.fromhex(  # one green pixel; its chunk checksums are right (the worker verifies them)
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d4944415478da6360f8cff01f00040101ff"
+    "aeb555f50000000049454e44ae426082")
 
 EVIDENCE = [
     {"package_type": pack, "model_probability": p, "model_certified": ok, "shipments": n, "damages": d,

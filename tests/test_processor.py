@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import struct
+import zlib
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from models.packtypes import PACK_TYPES, PackType
 from streams.marketplaces import DEFAULT_MARKETPLACES
@@ -15,7 +19,7 @@ from streams.policy import ModelView
 from streams.processor import RECENT_IDS_KEPT, Incoming, Limits, Outgoing, Processor, Tables
 from streams.serde import Serde
 from streams.settings import Settings
-from tests.samples import SAMPLES
+from tests.samples import PNG_1PX, SAMPLES, T0
 
 PRODUCT = SAMPLES["catalog_update"]["product_id"]
 SERDE = Serde()
@@ -27,7 +31,7 @@ FRAGILE = ModelView(dict(zip(PACK_TYPES, [0.3, 0.2, 0.1, 0.0001])), dict(zip(PAC
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1_795_000_000.0
+        self.now = T0.timestamp() + 3600.0  # an hour after the samples' event times
 
     def __call__(self) -> float:
         return self.now
@@ -245,7 +249,7 @@ def test_bad_shipments_go_to_the_dead_letter_topic_and_the_rest_is_counted(proce
         (lambda: capture(views=[{"view": "top", "media_type": "text/plain", "image": b"x"}]), "tunnel-captures",
          "media type 'text/plain'"),
         (lambda: catalog(item_length_mm=0.0), "catalog-updates", "item_length_mm=0.0 is outside"),
-        (lambda: catalog(price=-1.0), "catalog-updates", "price=-1.0 is negative"),
+        (lambda: catalog(price=-1.0), "catalog-updates", "price=-1.0 is outside [0, 1e+09]"),
         (lambda: message("catalog-updates", "catalog_update", key=None), "catalog-updates", "empty value"),
     ],
 )
@@ -347,3 +351,171 @@ def test_a_dead_letter_that_fits_keeps_the_original_whole(processor: Processor) 
     poison = message("shipments", "shipment", value=b'{"oops": 1}')
     [letter] = _dead_letters(damage_events(processor, [poison]), "shipments")
     assert letter["original_value"] == poison.value and letter["original_size"] == len(poison.value)
+
+
+# -- semantic validation ----------------------------------------------------------------------------------
+
+EVENT_TIMES = {"shipments": ("shipment", "shipped_at"), "damage-reports": ("damage_report", "reported_at"),
+               "tunnel-captures": ("tunnel_capture", "captured_at"), "catalog-updates": ("catalog_update", "updated_at")}
+
+
+def handle(processor: Processor, batch: list[Incoming]) -> list[Outgoing]:
+    """Any input batch through the handler of its topic (the worker's agents), outputs only."""
+    topic = batch[0].topic
+    if topic in ("shipments", "damage-reports"):
+        return damage_events(processor, batch)
+    return (processor.on_captures if topic == "tunnel-captures" else processor.on_catalog)(batch)[0]
+
+
+def timed(topic: str, when: Any) -> Incoming:
+    contract, field = EVENT_TIMES[topic]
+    return message(topic, contract, SAMPLES[contract], event_id=f"at-{when}", **{field: when})
+
+
+@pytest.mark.parametrize("topic", EVENT_TIMES)
+@pytest.mark.parametrize("when", [datetime(2100, 1, 1, tzinfo=timezone.utc),
+                                  datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc),
+                                  datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc),
+                                  datetime(1, 1, 1, tzinfo=timezone.utc)], ids=["2100", "9999", "-1ms", "year1"])
+def test_event_times_outside_the_plausible_window_are_dead_lettered(processor: Processor, topic: str,
+                                                                     when: datetime) -> None:
+    poison = timed(topic, when)
+    out = handle(processor, [poison])
+    [letter] = _dead_letters(out, topic)
+    assert letter["reason"].startswith(f"event_time: {EVENT_TIMES[topic][1]} {when.isoformat()}")
+    assert letter["error_type"] == "ValidationError" and letter["offset"] == poison.offset
+    assert PRODUCT not in processor.tables.damage_stats and PRODUCT not in processor.tables.captures
+    assert PRODUCT not in processor.tables.catalog
+
+
+@pytest.mark.parametrize("topic", EVENT_TIMES)
+def test_event_times_just_inside_the_window_are_accepted(processor: Processor, clock: Clock, topic: str) -> None:
+    latest = datetime.fromtimestamp(clock.now, tz=timezone.utc) + timedelta(days=1)
+    for when in (datetime(2000, 1, 1, tzinfo=timezone.utc), latest):
+        assert _dead_letters(handle(processor, [timed(topic, when)]), topic) == []
+
+
+def test_the_event_time_window_is_configured_from_the_environment(clock: Clock) -> None:
+    settings = Settings.from_env({"PACKWISE_EVENT_TIME_EARLIEST": "2026-01-01",
+                                  "PACKWISE_EVENT_TIME_MAX_AHEAD_S": "60"})
+    processor = Processor(settings, SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock)
+    now = datetime.fromtimestamp(clock.now, tz=timezone.utc)
+    early, ahead = timed("shipments", datetime(2025, 12, 31, tzinfo=timezone.utc)), timed(
+        "shipments", now + timedelta(seconds=61))
+    letters = _dead_letters(damage_events(processor, [early, timed("shipments", now + timedelta(seconds=59)), ahead]),
+                            "shipments")
+    assert [letter["offset"] for letter in letters] == [early.offset, ahead.offset]
+    assert "before 2026-01-01 (PACKWISE_EVENT_TIME_EARLIEST)" in letters[0]["reason"]
+    assert "more than 60 s ahead" in letters[1]["reason"] and "PACKWISE_EVENT_TIME_MAX_AHEAD_S" in letters[1]["reason"]
+    assert processor.tables.damage_stats[PRODUCT]["shipments"][PackType.PADDED_MAILER.index] == 1
+
+
+def test_a_time_beyond_what_a_datetime_holds_is_dead_lettered(processor: Processor) -> None:
+    poison = timed("shipments", 2 ** 62)  # a long that decodes to no datetime at all
+    out = damage_events(processor, [poison, shipment("ok-1")])
+    [letter] = _dead_letters(out, "shipments")
+    assert letter["error_type"] == "SerdeError" and letter["offset"] == poison.offset
+    assert processor.tables.damage_stats[PRODUCT]["shipments"][PackType.POLY_BAG.index] == 1
+
+
+def test_an_event_id_resent_with_other_contents_is_dead_lettered_as_a_conflicting_duplicate(
+        processor: Processor) -> None:
+    first = shipment("e-1")
+    conflicting = [shipment("e-1", pack="box"), damage("e-1")]  # same id: another type; another contract
+    out = damage_events(processor, [first, conflicting[0], shipment("e-1"), shipment("e-2")])
+    out += damage_events(processor, [conflicting[1], shipment("e-1")])  # later batches compare with the state too
+    letters = _dead_letters(out, "shipments") + _dead_letters(out, "damage-reports")
+    assert [(letter["topic"], letter["offset"]) for letter in letters] == [
+        ("shipments", conflicting[0].offset), ("damage-reports", conflicting[1].offset)]
+    assert all(letter["reason"].startswith("conflicting_duplicate: event_id 'e-1'") for letter in letters)
+    assert all(letter["error_type"] == "ValidationError" for letter in letters)
+    stats = processor.tables.damage_stats[PRODUCT]
+    assert stats["shipments"] == [0, 2, 0, 0] and stats["damages"] == [0, 0, 0, 0]  # e-1 and e-2, as first sent
+
+
+def test_ids_applied_before_digests_were_kept_count_as_exact_resends(processor: Processor) -> None:
+    processor.tables.damage_stats[PRODUCT] = {"shipments": [0, 2, 0, 0], "damages": [0, 0, 0, 0],
+                                              "seen": {}, "recent": ["e-1", "e-2"]}
+    out = damage_events(processor, [shipment("e-2", pack="box"), shipment("e-3"), shipment("e-3", pack="box")])
+    [letter] = _dead_letters(out, "shipments")  # e-3 has a digest now; e-2 was applied without one
+    assert letter["reason"].startswith("conflicting_duplicate: event_id 'e-3'")
+    assert processor.tables.damage_stats[PRODUCT]["shipments"] == [0, 3, 0, 0]
+
+
+def test_remembered_digests_stay_beside_their_ids_as_the_window_moves(processor: Processor) -> None:
+    damage_events(processor, [shipment(f"e-{i}") for i in range(RECENT_IDS_KEPT + 10)])
+    oldest, newest = 10, RECENT_IDS_KEPT + 9
+    out = damage_events(processor, [shipment(f"e-{oldest}"), shipment(f"e-{newest}"),
+                                    shipment(f"e-{oldest}", pack="box"), shipment(f"e-{newest}", pack="box")])
+    assert len(_dead_letters(out, "shipments")) == 2
+    assert processor.tables.damage_stats[PRODUCT]["shipments"][PackType.POLY_BAG.index] == RECENT_IDS_KEPT + 10
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+def jpeg(width: int = 48, height: int = 48) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header claims width x height pixels: a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (PNG_1PX[:8] + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def views(*images: tuple[str, str, bytes]) -> list[dict]:
+    return [{"view": view, "media_type": media_type, "image": image} for view, media_type, image in images]
+
+
+@pytest.mark.parametrize(("bad_views", "reason"), [
+    ([], "no_views: the capture has no views"),
+    (views(("top", "image/png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)), "bad_image: view 'top'"),
+    (views(("top", "image/png", PNG_1PX[:40])), "bad_image: view 'top'"),
+    (views(("top", "image/png", PNG_1PX), ("side", "image/png", png(48, 48)[:-30])), "bad_image: view 'side'"),
+    (views(("top", "image/jpeg", PNG_1PX)), "bad_image: view 'top' is not image/jpeg"),
+    (views(("top", "image/png", jpeg())), "bad_image: view 'top' is not image/png"),
+    (views(("top", "image/jpeg", jpeg()[:200])), "bad_image: view 'top'"),
+    (views(("top", "image/jpeg", b"\xff\xd8\xff\xe0" + bytes(300))), "bad_image: view 'top'"),
+    (views(("top", "image/png", b"")), "bad_image: view 'top' has an empty image"),
+    (views(("top", "image/png", png(4097, 1))), "bad_image: view 'top' is 4097 x 1 pixels"),
+    (views(("top", "image/png", png_claiming(60_000, 60_000))), "bad_image: view 'top'"),
+    (views(("top", "text/plain", b"x")), "bad_image: view 'top' has media type 'text/plain'"),
+    (views(("top", "image/png", PNG_1PX), ("left", "image/png", PNG_1PX)), "unknown_view: view 'left'"),
+], ids=["no-views", "png-garbage", "png-truncated-header", "png-truncated-data", "png-as-jpeg", "jpeg-as-png",
+        "jpeg-truncated", "jpeg-garbage", "empty", "too-wide", "bomb", "media-type", "unknown-view"])
+def test_captures_whose_views_cannot_be_scored_are_dead_lettered(processor: Processor, bad_views, reason) -> None:
+    processor.on_catalog([catalog()])
+    poison = capture(views=bad_views)
+    out, jobs = processor.on_captures([poison, capture(event_id="next")])
+    [letter] = _dead_letters(out, "tunnel-captures")
+    assert letter["reason"].startswith(reason) and letter["error_type"] == "ValidationError"
+    assert letter["offset"] == poison.offset
+    assert [job.capture["event_id"] for job in jobs] == ["next"]  # the worker goes on with the next one
+
+
+def test_captures_with_every_known_view_in_png_or_jpeg_up_to_the_size_limit_are_scored(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    good = views(("top", "image/png", png(4096, 2)), ("front", "image/jpeg", jpeg()),
+                 ("side", "image/png", png(2, 4096)), ("oblique", "image/jpeg", jpeg(64, 32)))
+    out, jobs = processor.on_captures([capture(views=good)])
+    assert out == [] and len(jobs) == 1
+
+
+def test_a_product_the_model_cannot_score_is_still_decided_without_a_verdict(processor: Processor) -> None:
+    """score_one_by_one gives None for a job nothing can score: the product is decided on its statistics."""
+    from streams.processor import ScoreJob
+
+    job = ScoreJob(PRODUCT, SAMPLES["catalog_update"], None, ("tunnel-captures", 2))
+    out = processor.apply_scores([job], [None])
+    [decision] = [SERDE.decode("pack_type_decision", m.value) for m in out if m.topic.endswith("pack-type-decisions")]
+    assert decision["product_id"] == PRODUCT and decision["status"] != "auto_certified"
+    assert "model" not in processor.tables.products[PRODUCT]

@@ -50,7 +50,7 @@ def test_same_verdicts_as_in_process(process: ScoringProcess, trained_bundle: Pa
 def test_a_batch_it_cannot_score_is_reported_and_the_process_keeps_serving(process: ScoringProcess,
                                                                            jobs: list[ScoreJob]) -> None:
     capture = next(j.capture for j in jobs if j.capture is not None)
-    broken = {**capture, "views": [{**capture["views"][0], "image": b"not a png"}]}
+    broken = {**capture, "measured_weight_g": "heavy"}  # an image that does not decode is a missing view instead
     with pytest.raises(ScoringFailed):
         process.score([ScoreJob("P-broken", None, broken, ("tunnel-captures", 0))])
     assert len(process.score(jobs)) == len(jobs)
@@ -101,3 +101,29 @@ def test_a_hung_process_is_killed_after_the_answer_timeout(trained_bundle: Path,
     finally:
         scoring.close()  # SIGKILLs it if the watchdog did not
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_after_a_failed_batch_each_job_is_scored_alone_then_on_text_then_given_up(jobs: list[ScoreJob]) -> None:
+    """The worker's fallback (streams/app.py): no job is lost to another's bad input, a capture the model cannot
+    read falls back to the catalog text, and a job nothing can score is None (decided on statistics alone)."""
+    from streams import metrics
+    from streams.policy import ModelView
+    from streams.scoring import score_one_by_one
+
+    def verdict(job: ScoreJob) -> ModelView:
+        return ModelView({}, {}, f"{job.product_id}/{'capture' if job.capture else 'text'}")
+
+    def score(batch: list[ScoreJob]) -> list[ModelView]:
+        for job in batch:
+            if (job.capture or {}).get("unreadable") or (job.catalog or {}).get("unreadable"):
+                raise ScoringFailed(f"cannot score {job.product_id}")
+        return [verdict(job) for job in batch]
+
+    good = ScoreJob("P-0", {"title": "t"}, {"views": []}, ("tunnel-captures", 0))
+    bad_capture = ScoreJob("P-1", {"title": "t"}, {"unreadable": True}, ("tunnel-captures", 0))
+    bad_both = ScoreJob("P-2", {"unreadable": True}, {"unreadable": True}, ("tunnel-captures", 0))
+    before = {o: metrics.SCORING_FAILURES.labels(outcome=o)._value.get() for o in ("text_only", "unscored")}
+    views = score_one_by_one(score, [good, bad_capture, bad_both])
+    assert [v.version if v else None for v in views] == ["P-0/capture", "P-1/text", None]
+    after = {o: metrics.SCORING_FAILURES.labels(outcome=o)._value.get() for o in ("text_only", "unscored")}
+    assert (after["text_only"] - before["text_only"], after["unscored"] - before["unscored"]) == (1, 1)

@@ -143,50 +143,63 @@ def test_a_worker_joins_and_another_leaves_mid_stream(base: Settings, workers, t
     assert_converges(base, box[0])
 
 
-def test_poison_input_goes_to_dead_letters_with_coordinates(base: Settings, workers, trained_bundle: Path) -> None:
-    from tests.test_processor import message  # builds valid and broken messages alike
+def test_hostile_input_goes_to_dead_letters_with_coordinates(base: Settings, workers, trained_bundle: Path) -> None:
+    """The hostile corpus (tests/hostile.py), each message between two good ones, through a real worker: every bad
+    message lands in its topic's DLQ with its coordinates and reason, every good one is applied exactly once
+    (an exact resend is silent, a conflicting one a dead letter), and the worker never stops."""
+    from tests.hostile import BASES, conflicting_duplicate, corpus
 
-    workers(base, "worker-0", trained_bundle)
+    worker = workers(base, "worker-0", trained_bundle)
     serde = Serde()
-    names = {"tunnel_capture": "tunnel-captures", "catalog_update": "catalog-updates", "shipment": "shipments",
-             "damage_report": "damage-reports"}
-    broken = {
-        "malformed": lambda c: message("", c, value=b'{"not": "avro"}'),
-        "unknown-id": lambda c: message("", c, value=b"\x00\x7f\xff\xff\xfe\x02"),
-        "invalid": lambda c: message("", c, SAMPLES[c], key="SOMEONE-ELSE"),
-    }
     producer = Producer(producer_config(base))
-    placed: dict[tuple[str, str], tuple[int, int]] = {}
+    placed: dict[tuple[str, int], tuple[str, int, int]] = {}  # (topic, index) -> reason, partition, offset
+    good = {contract: 0 for contract in BASES}
 
-    def remember(label):
-        return lambda error, msg: placed.__setitem__(label, (msg.partition(), msg.offset()))
+    def send(topic: str, key: bytes | None, value: bytes | None, label=None) -> None:
+        def remember(error, msg) -> None:
+            assert error is None, error
+            if label is not None:
+                placed[label[:2]] = (label[2], msg.partition(), msg.offset())
+        producer.produce(topic, key=key, value=value, on_delivery=remember)
 
-    for contract, topic_base in names.items():
-        topic = base.topic_prefix + topic_base
-        for kind, build in broken.items():
-            poison = build(contract)
-            producer.produce(topic, key=poison.key, value=poison.value, on_delivery=remember((topic, kind)))
-            producer.produce(topic, key=SAMPLES[contract]["product_id"].encode(),
-                             value=serde.encode(contract, {**SAMPLES[contract], "event_id": str(uuid.uuid4())}))
+    def send_good(contract: str) -> None:
+        send(base.topic_prefix + BASES[contract], SAMPLES[contract]["product_id"].encode(),
+             serde.encode(contract, {**SAMPLES[contract], "event_id": str(uuid.uuid4())}))
+        good[contract] += 1
+
+    for index, item in enumerate(corpus(serde)):
+        send_good(item.contract)
+        send(base.topic_prefix + BASES[item.contract], item.key, item.value,
+             (base.topic_prefix + BASES[item.contract], index, item.reason))
+    for contract in ("shipment", "damage_report"):
+        first, conflicting = conflicting_duplicate(serde, contract)
+        topic = base.topic_prefix + BASES[contract]
+        key = SAMPLES[contract]["product_id"].encode()
+        send(topic, key, first)
+        send(topic, key, first)  # an exact resend: silent, not counted
+        send(topic, key, conflicting, (topic, -1, "conflicting_duplicate"))
+        good[contract] += 1
+    for contract in BASES:
+        send_good(contract)
     assert producer.flush(30) == 0
 
     def dead_letters() -> dict[tuple[str, int, int], dict]:
         letters = {}
-        for topic_base in names.values():
+        for topic_base in BASES.values():
             for record in read_topic(base, base.topic_prefix + topic_base + ".dlq", "dead_letter"):
                 letters[(record["topic"], record["partition"], record["offset"])] = record
         return letters
 
-    letters = wait_until(dead_letters, lambda found: len(found) >= len(placed), 60)
-    assert len(letters) == len(placed) == 12
-    for (topic, kind), (partition, offset) in placed.items():
-        letter = letters[(topic, partition, offset)]
-        expected = {"malformed": "wrong magic byte", "unknown-id": "unknown schema id",
-                    "invalid": "differs from product_id"}[kind]
-        assert expected in letter["reason"]
-    stats = wait_until(lambda: read_table(base, "damage_stats"), lambda s: SAMPLES["shipment"]["product_id"] in s, 30)
-    counts = stats[SAMPLES["shipment"]["product_id"]]
-    assert sum(counts["shipments"]) == 3 and sum(counts["damages"]) == 3  # the valid events between the poison
+    letters = wait_until(dead_letters, lambda found: len(found) >= len(placed), 90)
+    assert len(letters) == len(placed) > 80
+    for (topic, _), (reason, partition, offset) in placed.items():
+        assert reason in letters[(topic, partition, offset)]["reason"]
+    product = SAMPLES["shipment"]["product_id"]
+    stats = wait_until(lambda: read_table(base, "damage_stats").get(product),
+                       lambda s: s is not None and sum(s["damages"]) >= good["damage_report"]
+                       and sum(s["shipments"]) >= good["shipment"], 30)
+    assert (sum(stats["shipments"]), sum(stats["damages"])) == (good["shipment"], good["damage_report"])
+    assert worker.process.poll() is None and worker.starts == 1
 
 
 def test_feedback_loop_moves_a_misjudged_group_to_a_safe_package(base: Settings, workers, trained_bundle: Path,
