@@ -374,6 +374,9 @@ class Serde:
             # Same version on both sides (the usual case): no schema resolution, about twice as fast.
             resolve_to = None if writer is reader else reader.parsed
             record = fastavro.schemaless_reader(stream, writer.parsed, resolve_to)
+        except OverflowError as error:  # fastavro's only overflow: a timestamp outside what a datetime holds
+            raise SerdeError(f"event_time: {contract_name} message has a timestamp no date can hold (schema id "
+                             f"{schema_id}: {error})") from None
         except SchemaResolutionError as error:
             raise WrongContract(
                 f"wrong_contract: {contract_name} message was written with schema id {schema_id}, a version of "

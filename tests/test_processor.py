@@ -415,6 +415,7 @@ def test_a_time_beyond_what_a_datetime_holds_is_dead_lettered(processor: Process
     out = damage_events(processor, [poison, shipment("ok-1")])
     [letter] = _dead_letters(out, "shipments")
     assert letter["error_type"] == "SerdeError" and letter["offset"] == poison.offset
+    assert letter["reason"].startswith("event_time: shipment message has a timestamp no date can hold")
     assert processor.tables.damage_stats[PRODUCT]["shipments"][PackType.POLY_BAG.index] == 1
 
 
