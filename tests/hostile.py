@@ -41,6 +41,21 @@ def _raw(serde: Serde, contract: str, record: dict[str, Any]) -> bytes:
     return serde.encode(contract, record, validate=False)
 
 
+def _raw_time(serde: Serde, contract: str, record: dict[str, Any], field: str, millis: int) -> bytes:
+    """Wire bytes whose event time is `millis` as written, even where no datetime can hold it."""
+    import copy
+    import io
+
+    import fastavro
+
+    schema = copy.deepcopy(serde.contract(contract).schema)
+    next(f for f in schema["fields"] if f["name"] == field)["type"] = "long"
+    out = io.BytesIO(HEADER.pack(MAGIC_BYTE, serde.contract(contract).schema_id))
+    out.seek(0, io.SEEK_END)
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), {**record, field: millis})
+    return out.getvalue()
+
+
 def corpus(serde: Serde) -> list[Hostile]:
     """Every hostile message, for each input contract where it applies."""
     out: list[Hostile] = []
@@ -74,6 +89,8 @@ def corpus(serde: Serde) -> list[Hostile]:
             field = {"tunnel_capture": "captured_at", "catalog_update": "updated_at", "shipment": "shipped_at",
                      "damage_report": "reported_at"}[contract]
             add(f"event time {when.year}", contract, reason, _raw(serde, contract, fresh(contract, **{field: when})))
+        for millis in (2**62, -2**62):
+            add(f"event time {millis} ms", contract, "event_time", _raw_time(serde, contract, fresh(contract), field, millis))
     add("null key", "shipment", "differs from product_id", serde.encode("shipment", fresh("shipment")), b"")
     for field, value in [("item_weight_g", 0.0), ("item_length_mm", -3.0), ("item_height_mm", float("nan")),
                          ("item_width_mm", float("inf")), ("item_weight_g", 1e9)]:
