@@ -799,7 +799,7 @@ def restore_seconds(worker: WorkerProcess) -> float | None:
             fast += json.loads(line[line.index("{"):])["seconds"]
         for mark in ("Restoring state from changelog topics", "Recovery complete"):
             if mark in line and mark not in stamps:
-                stamps[mark] = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+                stamps[mark] = datetime.fromisoformat(json.loads(line)["timestamp"])  # Faust's lines are JSON too
     faust = ((stamps["Recovery complete"] - stamps["Restoring state from changelog topics"]).total_seconds()
              if len(stamps) == 2 else 0.0)
     return (fast + faust) or None

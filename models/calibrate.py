@@ -84,6 +84,20 @@ def clopper_pearson_upper(k: int, n: int, delta: float) -> float:
     return hi
 
 
+def zero_damage_products_needed(target: float, delta: float) -> int:
+    """The fewest certified calibration products that can pass the test at `target`, all of them undamaged:
+    the smallest n with (1 − target)^n ≤ δ. With fewer, nothing is ever certified, whatever the model."""
+    n = math.ceil(math.log(delta) / math.log1p(-target))
+    while binomial_cdf(0, n, target) > delta:  # the logarithms' rounding, should it fall short
+        n += 1
+    return n
+
+
+def lowest_certifiable_target(n: int, delta: float) -> float:
+    """The lowest target n calibration products can certify at, every one of them certified and undamaged."""
+    return 1.0 - delta ** (1.0 / n) if n else 1.0
+
+
 @dataclass(frozen=True)
 class Certification:
     threshold: float  # certify when calibrated P(damaged) ≤ threshold; -1 certifies nothing

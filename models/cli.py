@@ -37,19 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     train.add_argument("--products", type=_positive_int, default=10_000, help="products in the world")
     train.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
-    train.add_argument("--modality", choices=[m.value for m in Modality], default=Modality.MULTIMODAL.value)
-    train.add_argument("--imbalance", choices=[i.value for i in Imbalance], default=Imbalance.NONE.value)
-    train.add_argument("--epochs", type=_positive_int, default=3)
+    train.add_argument("--modality", choices=[m.value for m in Modality], default=Modality.MULTIMODAL.value,
+                       help="what the model reads: catalog text, capture images, or both")
+    train.add_argument("--imbalance", choices=[i.value for i in Imbalance], default=Imbalance.NONE.value,
+                       help="how training treats rare damages (models/REPORT.md compares them)")
+    train.add_argument("--epochs", type=_positive_int, default=3, help="training epochs")
     train.add_argument("--target", type=_rate, default=0.005, help="allowed damage rate among certified products")
     train.add_argument("--delta", type=_rate, default=0.05, help="allowed probability of exceeding the target")
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     train.set_defaults(handler=_user_errors_as_sentences(_train))
 
     evaluate = subparsers.add_parser("evaluate", help="measure a bundle on fresh products and write a report")
-    evaluate.add_argument("--bundle", type=Path, required=True)
+    evaluate.add_argument("--bundle", type=Path, required=True, help="bundle directory to evaluate")
     evaluate.add_argument("--products", type=_positive_int, default=3000, help="fresh products to evaluate on")
     evaluate.add_argument("--seed", type=int, default=1000, help="seed of the fresh world (not the training seed)")
-    evaluate.add_argument("--out", type=Path, required=True, help="directory for REPORT.md and plots")
+    evaluate.add_argument("--out", type=Path, required=True, help="directory for REPORT.md and its plots")
     evaluate.set_defaults(handler=_user_errors_as_sentences(_evaluate))
 
 
@@ -58,7 +60,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from models.bundle import save_bundle
     from models.network import NetworkConfig
-    from models.train import TrainConfig, fit, prepare
+    from models.packtypes import PACK_TYPES
+    from models.train import TrainConfig, certification_shortfall, fit, prepare
     from models.world import WorldConfig
 
     if args.device not in ("auto", "cpu") and not (args.device.startswith("cuda") and torch.cuda.is_available()):
@@ -73,9 +76,14 @@ def _train(args: argparse.Namespace) -> int:
                          delta=args.delta, seed=args.seed, device=args.device)
     result = fit(data, NetworkConfig(modality=Modality(args.modality)), config)
     path = save_bundle(result, args.out)
+    certified = [pack.value for pack, c in zip(PACK_TYPES, result.certifications) if c.threshold >= 0]
+    if not certified:
+        # Exit 0 all the same: the bundle is valid and safe (every product goes to a test), and a script that
+        # needs certification can read "certified" in the JSON line.
+        print(certification_shortfall(args.products, args.target, args.delta), file=sys.stderr, flush=True)
     print(json.dumps({"bundle": str(path), "version": json.loads((path / "manifest.json").read_text())["version"],
                       "seconds": round(time.perf_counter() - started, 1),
-                      "thresholds": [c.threshold for c in result.certifications],
+                      "thresholds": [c.threshold for c in result.certifications], "certified": certified,
                       "test_weight_saved_share": round(result.test_metrics["weight_saved_share"], 4)}))
     return 0
 
@@ -95,7 +103,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     command = " ".join(["packwise", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate"] else \
         f"packwise evaluate --bundle {args.bundle} --products {args.products} --seed {args.seed} --out {args.out}"
     page = evaluate.write_report(f"Evaluation of {bundle.version}", command, {bundle.version: (probs, world.products)},
-                                 {bundle.version: row}, bundle.target, args.out)
+                                 {bundle.version: row}, bundle.target, args.out, plots_folder="")
     print(page)
     return 0
 

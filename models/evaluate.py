@@ -148,11 +148,14 @@ def metrics_table(rows: dict[str, dict]) -> str:
 
 
 def write_report(title: str, command: str, curves: dict[str, tuple[np.ndarray, list[Product]]],
-                 rows: dict[str, dict], target: float, out_dir: Path, notes: str = "") -> Path:
-    """A markdown page with the metrics table and the three plots, beside its PNGs."""
+                 rows: dict[str, dict], target: float, out_dir: Path, notes: str = "",
+                 plots_folder: str = "report") -> Path:
+    """A markdown page with the metrics table and the three plots, in `plots_folder` under out_dir ("": beside
+    the page; the model report keeps its plots in models/report/)."""
     out_dir = Path(out_dir)
-    plots = out_dir / "report"
+    plots = out_dir / plots_folder
     plots.mkdir(parents=True, exist_ok=True)
+    link = f"{plots_folder}/" if plots_folder else ""
     plot_pr_curves(curves, plots / "pr_curves.png")
     first = next(iter(curves))
     plot_reliability(*curves[first], plots / "reliability.png")
@@ -160,7 +163,7 @@ def write_report(title: str, command: str, curves: dict[str, tuple[np.ndarray, l
     page = out_dir / "REPORT.md"
     page.write_text(f"# {title}\n\nRegenerate with:\n\n```\n{command}\n```\n\n{notes}\n\n"
                     f"## Metrics on fresh products\n\n{metrics_table(rows)}\n\n"
-                    f"![precision-recall](report/pr_curves.png)\n\n"
-                    f"![reliability ({first})](report/reliability.png)\n\n"
-                    f"![coverage vs risk](report/coverage_risk.png)\n")
+                    f"![precision-recall]({link}pr_curves.png)\n\n"
+                    f"![reliability ({first})]({link}reliability.png)\n\n"
+                    f"![coverage vs risk]({link}coverage_risk.png)\n")
     return page

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -68,11 +70,37 @@ def set_threads() -> None:
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
+class PlainProgress:
+    """Progress for a log or a pipe: a line at every quarter, where a bar would be redrawn in place (tqdm
+    writes tens of kilobytes of redraws into a file)."""
+
+    def __init__(self, steps: range, desc: str) -> None:
+        self.steps, self.desc, self.postfix = steps, desc, ""
+
+    def set_postfix(self, **values: object) -> None:
+        self.postfix = ", " + ", ".join(f"{name} {value}" for name, value in values.items())
+
+    def __iter__(self):
+        started, total = time.perf_counter(), len(self.steps)
+        quarters = {math.ceil(total * q / 4) for q in range(1, 5)}
+        for done, step in enumerate(self.steps, 1):
+            yield step
+            if done in quarters:
+                print(f"{self.desc}: {done / total:.0%} in {time.perf_counter() - started:.0f} s{self.postfix}",
+                      file=sys.stderr, flush=True)
+
+
+def progress(steps: range, desc: str, show: bool = True) -> "tqdm | PlainProgress":
+    """A bar on a terminal, plain lines elsewhere, nothing when not shown."""
+    if show and not sys.stderr.isatty():
+        return PlainProgress(steps, desc)
+    return tqdm(steps, desc=desc, disable=not show, leave=False)
+
+
 def world_features(world: World, tokenizer: Tokenizer, indices: np.ndarray, show_progress: bool = True) -> features.Features:
     """Model inputs for products of a world: their catalog record and their first tunnel capture."""
     chunks = []
-    for start in tqdm(range(0, len(indices), 512), desc="rendering captures", disable=not show_progress,
-                      unit_scale=512, leave=False):
+    for start in progress(range(0, len(indices), 512), "rendering captures", show_progress):
         products = [world.products[i] for i in indices[start:start + 512]]
         captures = [features.training_capture(p, world.config.missing_view_rate, world.config.image_size)
                     for p in products]
@@ -82,12 +110,49 @@ def world_features(world: World, tokenizer: Tokenizer, indices: np.ndarray, show
                                for f in dataclasses.fields(features.Features)))
 
 
+def split_bounds(n_products: int) -> np.ndarray:
+    """Where each split of SPLITS ends in a shuffled order of n_products (the test split takes the rest)."""
+    bounds = np.cumsum([0] + [int(round(f * n_products)) for f in SPLITS.values()])
+    bounds[-1] = n_products
+    return bounds
+
+
+def calibration_size(n_products: int) -> int:
+    index = list(SPLITS).index("calibration")
+    bounds = split_bounds(n_products)
+    return int(bounds[index + 1] - bounds[index])
+
+
+def certification_shortfall(n_products: int, target: float, delta: float) -> str:
+    """The warning for a run that certified no package type: what the test needs, what this run had, and
+    the least that could change it. Both figures are floors (every calibration product certified and
+    undamaged); a real model certifies only the products it scores safest."""
+    needed = calibrate.zero_damage_products_needed(target, delta)
+    n_cal = calibration_size(n_products)
+    lines = [f"WARNING: no package type could be certified at target {target:.2%} (delta {delta:.0%}). The bundle "
+             "works, but the worker will send every product to a person's test (needs_test) until shipment data "
+             "certify a type.",
+             f"  The certification test passes only with at least {needed} certified calibration products with no "
+             f"damage among them ((1 - target)^n <= delta); this run had {n_cal} calibration products "
+             f"({SPLITS['calibration']:.0%} of {n_products})."]
+    if n_cal < needed:
+        products = next(n for n in range(n_products, 100 * n_products) if calibration_size(n) >= needed)
+        lowest = math.ceil(calibrate.lowest_certifiable_target(n_cal, delta) * 1e4) / 1e4
+        lines.append(f"  Train with --products {products} at the very least (in practice several times more: only "
+                     "the products the model scores safest are certified, and each damage among them raises the "
+                     f"count), or with --target {lowest} or more (the lowest target {n_cal} damage-free "
+                     "calibration products can reach).")
+    else:
+        lines.append("  That is enough products in principle, but no group the model scores safe was both large and "
+                     "damage-free enough: train longer (--epochs), on more products, or with a higher --target.")
+    return "\n".join(lines)
+
+
 def prepare(world_config: WorldConfig, show_progress: bool = True) -> Dataset:
     world = World.generate(world_config)
     rng = np.random.default_rng([world_config.seed, 3])
     order = rng.permutation(len(world.products))
-    bounds = np.cumsum([0] + [int(round(f * len(order))) for f in SPLITS.values()])
-    bounds[-1] = len(order)
+    bounds = split_bounds(len(order))
     splits = {name: np.sort(order[bounds[i]:bounds[i + 1]]) for i, name in enumerate(SPLITS)}
     tokenizer = Tokenizer(train_tokenizer(catalog_document(catalog_record(world.products[i]))
                                           for i in splits["train"]))
@@ -137,8 +202,7 @@ def train_network(net_config: NetworkConfig, config: TrainConfig, f: features.Fe
             for group in optimizer.param_groups:  # phase 2 refines on all data
                 group["lr"] = config.lr * 0.3
         model.train()
-        bar = tqdm(range(0, len(active), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not show_progress, leave=False)
+        bar = progress(range(0, len(active), config.batch_size), f"epoch {epoch + 1}/{config.epochs}", show_progress)
         for start in bar:
             idx = active[start:start + config.batch_size]
             batch = f.select(torch.as_tensor(idx))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -95,6 +97,25 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_web_port(settings: Settings) -> None:
+    """Faust binds its web server once the worker runs, and a taken port then ends in a traceback: try the
+    bind first. SO_REUSEADDR, as aiohttp binds: a port a stopped worker left in TIME_WAIT is free."""
+    import errno
+    import socket
+
+    address = f"{settings.web_host}:{settings.web_port}"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.web_host, settings.web_port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PackwiseError(f"the web port {address} is already in use (another worker on this machine?): "
+                                    "stop it, or give this worker its own PACKWISE_WEB_PORT") from None
+            raise PackwiseError(f"the worker's web server cannot listen on {address} ({error.strerror}): set "
+                                "PACKWISE_WEB_HOST to an address of this machine") from None
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams import topics
     from streams.scoring import ScoringProcess
@@ -107,6 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     scorer = ScoringProcess(settings.model_path, threads=settings.scoring_threads, wait=False)
     try:
         try:
+            check_web_port(settings)
             topics.verify_topics(settings, attempts=3, timeout_s=5.0)
             from streams.processor import Limits
 
@@ -129,9 +151,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # cyclic garbage collector's full passes.
         gc.collect()
         gc.freeze()
-        print(f"packwise worker {settings.worker_name}: model {scorer.version} (scoring process {scorer.pid}), "
-              f"Kafka {settings.bootstrap_servers}, web http://{settings.web_host}:{settings.web_port}", flush=True)
-        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+        from streams.logs import get_logger, logging_config
+
+        get_logger("packwise.worker").info(
+            "worker_starting", worker=settings.worker_name, model=scorer.version, scoring_process=scorer.pid,
+            kafka=settings.bootstrap_servers, web=f"http://{settings.web_host}:{settings.web_port}")
+        # Faust would install its own log handlers: it gets ours, so its lines render as packwise's do.
+        worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                              logging_config=logging_config(settings, library_level=settings.log_level))
+        worker.spinner = None  # at WARNING it draws cursor escapes between the log lines, into files too
         worker.execute_from_commandline()
     finally:
         scorer.close()
@@ -170,18 +198,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.settings, args.products, args.rounds, args.train_products, args.epochs, args.keep_broker)
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    from streams.demo import clean_demos
+
+    return clean_demos(args.settings, delete=args.yes)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, where it has one worth showing (not None, not a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if ("%(default)" in (action.help or "") or not action.option_strings
+                or action.default is None or action.default is False or action.default == argparse.SUPPRESS):
+            return action.help
+        return f"{action.help} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="packwise",
         description="Streaming decisions on the lightest package each product can ship in undamaged.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    kafka = sub.add_parser("kafka", help="start, stop or check the local Apache Kafka broker (127.0.0.1)")
-    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka = sub.add_parser("kafka", help="start, stop or check the local Apache Kafka broker (127.0.0.1)",
+                           description="The local single-node broker; its data, log and pid live in "
+                                       "PACKWISE_STATE_DIR/kafka.")
+    kafka.add_argument("action", choices=["start", "stop", "status"],
+                       help="start: resolve the jars if missing, format the storage once, start the broker and wait "
+                            "until it serves (nothing happens if it runs); stop: SIGTERM by pid, SIGKILL after 30 s; "
+                            "status: say whether it runs (exit 0) or not (exit 3)")
     kafka.set_defaults(handler=cmd_kafka)
 
-    topics = sub.add_parser("topics", help="create the topics idempotently, or list them with partition counts")
-    topics.add_argument("action", choices=["create", "list"])
+    topics = sub.add_parser("topics", help="create the topics idempotently, or list them with partition counts",
+                            description="The topics of PACKWISE_TOPIC_PREFIX and PACKWISE_APP_ID on "
+                                        "PACKWISE_BOOTSTRAP_SERVERS.")
+    topics.add_argument("action", choices=["create", "list"],
+                        help="create: create every missing topic (inputs, outputs, dead letters, table changelogs) "
+                             "with PACKWISE_PARTITIONS partitions and its cleanup policy, leave existing ones as they "
+                             "are, and register the contracts when a Schema Registry is set; list: every topic with "
+                             "its role, cleanup policy and partitions, MISSING where absent (exit 3 if any is)")
     topics.set_defaults(handler=cmd_topics)
 
     schemas = sub.add_parser(
@@ -221,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-broker", action="store_true", help="leave the broker running if the demo started it")
     demo.set_defaults(handler=cmd_demo)
 
+    clean = sub.add_parser(
+        "clean", help="list, then delete with --yes, the topics and worker state earlier demos left",
+        description="Every demo creates its own topics (demo-<time>.*, packwise-demo-<time>-*-changelog) and a "
+                    "worker state folder and log under PACKWISE_STATE_DIR. Without --yes this lists them and their "
+                    "size; with --yes it deletes them. The trained demo models are kept (the next demo reuses "
+                    "them); the broker and other topics are left alone. Do not run it while a demo runs.")
+    clean.add_argument("--yes", action="store_true", help="delete what is listed (default: only list it)")
+    clean.set_defaults(handler=cmd_clean)
+
     config = sub.add_parser("config", help="print every setting (PACKWISE_* variables) with its value in force")
     config.add_argument("--markdown", action="store_true", help="the defaults as a markdown table (for the README)")
     config.set_defaults(handler=cmd_config)
@@ -232,10 +296,25 @@ def build_parser() -> argparse.ArgumentParser:
     from models import cli as model_cli
 
     model_cli.register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = DefaultsHelpFormatter
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, not in Python's own flush at exit, where a broken pipe is a printed trace
+    except BrokenPipeError:
+        # The reader went away (`packwise topics create | head -1`): stop quietly, as Unix tools do. Python
+        # flushes stdout once more at exit, so it is pointed at devnull first (as the Python docs advise).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler

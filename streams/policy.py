@@ -149,7 +149,7 @@ def _refutation(model: ModelView | None, counts: Mapping[PackType, Counts], lowe
     for pack, lower in zip(PACK_TYPES, lowers):
         if lower > market.target_damage_rate and model.certified.get(pack, False):
             seen = counts.get(pack, NO_COUNTS)
-            return (f"{seen.damages} damages in {seen.shipments} {pack.value} shipments (lower bound {_pct(lower)} > "
+            return (f"{_damages(seen.damages)} in {seen.shipments} {pack.value} shipments (lower bound {_pct(lower)} > "
                     f"target {_pct(market.target_damage_rate)}) refute the model's certification; it is set aside "
                     "for this product")
     return None
@@ -160,6 +160,10 @@ NO_COUNTS = Counts()
 
 def _pct(rate: float) -> str:
     return f"{100 * rate:.2f}%"
+
+
+def _damages(n: int) -> str:
+    return f"{n} damage" if n == 1 else f"{n} damages"
 
 
 def decide(
@@ -180,10 +184,10 @@ def decide(
         chosen, status = certified[0], DecisionStatus.AUTO_CERTIFIED
         if chosen.model_certified and refutation is None and chosen.damage_rate_upper > target:
             reason = (f"model certifies {chosen.package_type.value} at target {_pct(target)} "
-                      f"(p={_pct(chosen.model_probability or 0.0)}); {chosen.damages} damages in "
+                      f"(p={_pct(chosen.model_probability or 0.0)}); {_damages(chosen.damages)} in "
                       f"{chosen.shipments} shipments do not contradict it")
         else:
-            reason = (f"{chosen.damages} damages in {chosen.shipments} {chosen.package_type.value} shipments: "
+            reason = (f"{_damages(chosen.damages)} in {chosen.shipments} {chosen.package_type.value} shipments: "
                       f"upper bound {_pct(chosen.damage_rate_upper)} <= target {_pct(target)}")
     else:
         chosen, status = evidence[PackType.BOX.index], DecisionStatus.NEEDS_TEST
@@ -221,7 +225,7 @@ def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool
         reason = f"catalog changed materially; re-scored: {decision.reason}"
     elif decision.package_type.index > previous.index and before.damages and before.damage_rate_lower > target:
         cause = RelabelCause.DAMAGE_EXCEEDS_TARGET
-        reason = (f"{before.damages} damages in {before.shipments} {previous.value} shipments: lower bound "
+        reason = (f"{_damages(before.damages)} in {before.shipments} {previous.value} shipments: lower bound "
                   f"{_pct(before.damage_rate_lower)} > target {_pct(target)}; moving to {decision.package_type.value}")
     elif decision.package_type.index < previous.index:
         cause = RelabelCause.LIGHTER_CERTIFIABLE

@@ -120,6 +120,9 @@ def _serve(path: str, threads: int, conn) -> None:
     """The scoring process: load, say ready (or why not), then score each batch sent until the pipe closes:
     when the worker closes it, and when the worker dies, however it dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the worker decides
+    from streams.logs import configure_logging
+
+    configure_logging()  # its lines (a view that does not decode, torch's warnings) render as the worker's do
     try:
         scorer = Scorer.load(path, threads)
     except PackwiseError as error:

@@ -74,6 +74,16 @@ def _store(text: str) -> str:
     return text
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(text: str) -> str:
+    value = text.upper()
+    if value not in LOG_LEVELS:
+        raise ValueError
+    return value
+
+
 def _log_format(text: str) -> str:
     if text not in ("auto", "json", "console"):
         raise ValueError
@@ -177,7 +187,8 @@ class Settings:
         "", "For crash tests only: a point where the worker kills itself, NAME or NAME:N (the Nth time); "
         "see streams/failpoints.py. Empty: none.", _failpoint,
         "empty, or stats.applied, flush.sending or flush.sent, optionally with :N")
-    log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", _log_level,
+                              "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)")
     log_format: str = _setting(
         "auto", "Log format: json, console, or auto (console on a terminal, JSON otherwise).",
         _log_format, "auto, json or console")

@@ -27,7 +27,9 @@ from streams.errors import PackwiseError
 from streams.processor import TopicNames
 from streams.serde import Serde
 from streams.settings import Settings
-from streams.topics import client_config, producer_config
+from streams.topics import admin_client, client_config, existing_partitions, producer_config
+
+CONNECT_TIMEOUT_S = 10.0  # how long an unreachable broker is tried before the simulation is refused
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,22 @@ class DecisionFollower:
         self._consumer.close()
 
 
+def produce_keyed(producer: Producer, topic: str, product_id: str | None, value: bytes,
+                  on_delivery: Callable | None = None) -> None:
+    """Queue one record keyed by its product id, as every packwise topic is keyed. A record without one is
+    refused before anything is sent: on catalog-updates, which is compacted, the broker rejects a null key
+    and librdkafka then fails the whole batch to that partition, good records with it."""
+    if not product_id:
+        raise PackwiseError(f"refusing to send a record without a product id to {topic}: packwise topics are "
+                            f"keyed by product id (got {product_id!r})")
+    while True:
+        try:
+            producer.produce(topic, key=product_id.encode(), value=value, on_delivery=on_delivery)
+            return
+        except BufferError:  # local queue full: let librdkafka drain it
+            producer.poll(0.1)
+
+
 def _now() -> datetime:
     return datetime.fromtimestamp(round(time.time(), 3), tz=timezone.utc)
 
@@ -123,6 +141,9 @@ def _now() -> datetime:
 def run_simulation(settings: Settings, config: SimulationConfig,
                    progress: Callable[[str, int, int], None] | None = None) -> SimulationResult:
     """Run the fulfillment center against the topics in `settings`; returns the ground truth."""
+    # An unreachable broker is refused up front, as `topics` and `watch` refuse it: the producer alone would
+    # queue every event and report the failure minutes later, after its flush timeouts.
+    existing_partitions(admin_client(settings), settings, CONNECT_TIMEOUT_S)
     serde = Serde.for_settings(settings)
     serde.require_registered(("tunnel_capture", "catalog_update", "shipment", "damage_report"), "the simulator")
     names = TopicNames.for_settings(settings)
@@ -142,12 +163,7 @@ def run_simulation(settings: Settings, config: SimulationConfig,
         nonlocal sent
         value = serde.encode(contract, record)
         for _ in range(copies):
-            while True:
-                try:
-                    producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
-                    break
-                except BufferError:  # local queue full: let librdkafka drain it
-                    producer.poll(0.1)
+            produce_keyed(producer, topic, key, value, delivered)
             sent += 1
         producer.poll(0)
 
@@ -198,9 +214,11 @@ def run_simulation(settings: Settings, config: SimulationConfig,
                 progress("shipping rounds", round_number + 1, config.rounds)
             time.sleep(max(0.0, config.round_interval_s - (time.monotonic() - round_started)))
         _send_due_reports(reports, float("inf"), send, names, truth, copies)
-        if producer.flush(60) > 0 or failures:
-            raise PackwiseError(f"the simulator could not deliver {len(failures) or 'some'} events to "
-                                f"{settings.bootstrap_servers}: {failures[:3]}")
+        undelivered = producer.flush(60)
+        if undelivered or failures:
+            raise PackwiseError(f"the simulator could not deliver {len(failures) + undelivered} events to "
+                                f"{settings.bootstrap_servers}: "
+                                + ("; ".join(failures[:3]) if failures else "still queued after 60 s"))
         deadline = time.monotonic() + config.decision_wait_s
         while time.monotonic() < deadline and len(follower.current) < len(products):
             time.sleep(0.2)

@@ -35,6 +35,7 @@ WRAPPED_WIDTH = 16  # the narrowest a wrapping column (a reason) gets before col
 TRIGGERS_KEPT = 10_000  # the triggers topic keeps 30 days; the view only ever shows the latest few
 REFRESH_S = 0.5
 DEFAULT_LIMIT = 10  # three tables of ten rows fit a 50-line terminal; a live view cuts off what does not fit
+PLAIN_WIDTH = 1000  # output to a file or a pipe: wider than any row, so nothing is wrapped or left out
 
 
 class Contract(str, enum.Enum):
@@ -349,12 +350,47 @@ def render_text(state: WatchState, limit: int = DEFAULT_LIMIT, width: int = 160)
     return console.export_text()
 
 
+def output_console() -> Console:
+    """A console for standard output. A terminal gets its own width; a file or a pipe has none to fit, so
+    rows are laid out whole (no column left out, no wrapped header) for whoever reads or greps them."""
+    console = Console()
+    return console if console.is_terminal else Console(width=PLAIN_WIDTH)
+
+
+def event_line(state: WatchState, contract: Contract | str, key: str | None,
+               record: Mapping[str, Any] | None) -> str | None:
+    """One plain line for an event the filter admits, for a log or a pipe; `state` is the view before the
+    event (a tombstone is shown when the product's last decision was)."""
+    shown = state.filter.admits
+    contract = Contract(contract)
+    if record is None:
+        last = state.decisions.get(key or "")
+        if contract is Contract.DECISION and last is not None and shown(last.marketplace, (last.package_type,),
+                                                                        last.status):
+            return f"deleted {key} (left the catalog)"
+        return None
+    r = record
+    if contract is Contract.DECISION and shown(r["marketplace"], (r["package_type"],), r["status"]):
+        return (f"{r['decided_at']:%Y-%m-%d %H:%M:%S} decision {r['product_id']} {r['marketplace']} "
+                f"{r['package_type']} {r['status']}: {r['reason']}")
+    if contract is Contract.RELABEL and shown(r["marketplace"], (r["from_package_type"], r["to_package_type"])):
+        return (f"{r['triggered_at']:%Y-%m-%d %H:%M:%S} relabel {r['product_id']} {r['marketplace']} "
+                f"{r['from_package_type']} → {r['to_package_type']} {r['cause']}: {r['reason']}")
+    if contract is Contract.TEST_REQUEST and shown(r["marketplace"], (r["package_type"], r["current_package_type"])):
+        return (f"{r['requested_at']:%Y-%m-%d %H:%M:%S} test {r['product_id']} {r['marketplace']} "
+                f"{r['package_type']} (ships in {r['current_package_type']} now) "
+                f"saves {r['weight_saved_g']:,.1f} g/unit")
+    return None
+
+
 # -- reading the topics ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FollowOptions:
-    from_beginning: bool = False
+    # Decisions are compacted, so reading from the start loads the current state; the two other topics keep
+    # 30 days, which is what the open test requests and the recent triggers are made of.
+    live_only: bool = False  # start at the end: only what is published from now on
     once: bool = False  # stop when every partition has been read to its end
     duration_s: float | None = None  # stop after this long; None: until interrupted
     connect_timeout_s: float = 10.0
@@ -369,9 +405,13 @@ def _output_topics(settings: Settings) -> dict[str, Contract]:
 
 
 def follow(settings: Settings, state: WatchState, options: FollowOptions = FollowOptions(),
-           on_change: Callable[[WatchState], None] = lambda state: None) -> WatchState:
+           on_change: Callable[[WatchState], None] = lambda state: None,
+           on_caught_up: Callable[[WatchState], None] = lambda state: None,
+           on_event: Callable[[Contract, str | None, Mapping[str, Any] | None], None] | None = None) -> WatchState:
     """Read the three output topics into `state` until `options` say stop, calling `on_change` at most every
-    REFRESH_S while events arrive. An unreachable broker or missing topics are a PackwiseError."""
+    REFRESH_S while events arrive, `on_caught_up` once every partition has been read to the end it had, and
+    then `on_event` with each later event before it is applied. An unreachable broker or missing topics are
+    a PackwiseError."""
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
     from streams.serde import Serde, SerdeError
@@ -383,17 +423,18 @@ def follow(settings: Settings, state: WatchState, options: FollowOptions = Follo
     if missing:
         raise PackwiseError(f"topics missing on {settings.bootstrap_servers}: {', '.join(missing)}; "
                             "create them with `packwise topics create`")
-    serde = Serde(registry_url=settings.schema_registry_url)
+    serde = Serde.for_settings(settings)
     # Every partition is assigned at an explicit start offset: the group coordinator is never asked (no
     # membership, no rebalance, no committed offsets to fetch), so the unique group id only names this
     # reader. auto.offset.reset says where to resume should retention delete what a slow watcher is at.
     consumer = Consumer(client_config(settings, **{
         "group.id": f"packwise-watch-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False,
         "enable.auto.offset.store": False, "enable.partition.eof": True,
-        "auto.offset.reset": "earliest" if options.from_beginning else "latest"}))
-    start = OFFSET_BEGINNING if options.from_beginning else OFFSET_END
+        "auto.offset.reset": "latest" if options.live_only else "earliest"}))
+    start = OFFSET_END if options.live_only else OFFSET_BEGINNING
     partitions = [TopicPartition(name, p, start) for name in topics for p in range(present[name])]
     at_end: set[tuple[str, int]] = set()
+    caught_up = False
     deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
     next_refresh, changed = 0.0, False
     try:
@@ -416,13 +457,18 @@ def follow(settings: Settings, state: WatchState, options: FollowOptions = Follo
                 except SerdeError:
                     state.count_undecodable()  # a watcher reports a bad message and goes on
                     continue
+                if caught_up and on_event is not None:
+                    on_event(contract, key, record)
                 state.apply(contract, key, record)
+            if not caught_up and len(at_end) == len(partitions):
+                caught_up = True
+                on_caught_up(state)
             if changed and time.monotonic() >= next_refresh:
                 began = time.monotonic()
                 on_change(state)
                 # A big view takes long to draw: space the refreshes so drawing never starves reading.
                 next_refresh, changed = time.monotonic() + max(REFRESH_S, 4 * (time.monotonic() - began)), False
-            if options.once and len(at_end) == len(partitions):
+            if options.once and caught_up:
                 break
             if options.until is not None and options.until():
                 break
@@ -470,12 +516,21 @@ def watch_filter(args: argparse.Namespace, settings: Settings) -> WatchFilter:
 def cmd_watch(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     state = WatchState(filter=watch_filter(args, settings))
-    options = FollowOptions(from_beginning=args.from_beginning, once=args.once, duration_s=args.duration)
-    console = Console()
+    options = FollowOptions(live_only=args.live_only, once=args.once, duration_s=args.duration)
+    console = output_console()
     try:
         if args.once:
             follow(settings, state, options)
             console.print(render(state, args.limit))
+            return 0
+        if not console.is_terminal:  # a log or a pipe: the view once, then a plain line per event
+            def log(contract: Contract, key: str | None, record: Mapping[str, Any] | None) -> None:
+                line = event_line(state, contract, key, record)
+                if line is not None:
+                    print(line, flush=True)
+
+            follow(settings, state, options, on_caught_up=lambda s: console.print(render(s, args.limit)),
+                   on_event=log)
             return 0
         with Live(render(state, args.limit), console=console, refresh_per_second=4) as live:
             follow(settings, state, options, on_change=lambda s: live.update(render(s, args.limit)))
@@ -504,18 +559,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register `packwise watch` on the main CLI's subcommands."""
     watch = subparsers.add_parser(
         "watch", help="live table of decisions, relabel triggers and test requests as they are published",
-        description="A live view of the output topics. Filters match each event on the fields it has; "
-                    "--status applies to decisions only.")
+        description="A live view of the output topics: the current state first (decisions are compacted, so "
+                    "reading them from the start gives the latest decision of every product; open test requests "
+                    "and recent triggers come from the 30 days the other two topics keep), then what is "
+                    "published. Into a file or a pipe: the view once, then one plain line per new event. "
+                    "Filters match each event on the fields it has; --status applies to decisions only.")
     watch.add_argument("--marketplace", action="append", type=_comma_list(upper=True), metavar="CODE",
                        help="only these marketplaces, e.g. EU or NA,JP (repeatable)")
     watch.add_argument("--package-type", action="append", type=_comma_list(p.value for p in PACK_TYPES),
                        metavar="TYPE", help=f"only these package types: {', '.join(p.value for p in PACK_TYPES)}")
     watch.add_argument("--status", action="append", type=_comma_list(STATUSES), metavar="STATUS",
                        help=f"only decisions with this status: {', '.join(STATUSES)}")
-    watch.add_argument("--limit", type=_positive_int, default=DEFAULT_LIMIT, metavar="N",
-                       help=f"rows per table (default {DEFAULT_LIMIT})")
-    watch.add_argument("--from-beginning", action="store_true",
-                       help="read the topics from their start (default: only what is published from now on)")
+    watch.add_argument("--limit", type=_positive_int, default=DEFAULT_LIMIT, metavar="N", help="rows per table")
+    watch.add_argument("--live-only", action="store_true",
+                       help="skip the current state: show only what is published from now on")
+    # What --from-beginning asked for is the default now; the flag stays accepted so scripts keep running.
+    watch.add_argument("--from-beginning", action="store_true", help=argparse.SUPPRESS)
     watch.add_argument("--once", action="store_true",
                        help="read up to the end of every topic, print the view once and exit")
     watch.add_argument("--duration", type=_positive_float, metavar="SECONDS",

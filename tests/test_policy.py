@@ -181,3 +181,12 @@ def test_clean_shipments_never_move_to_a_heavier_package(situation, extra: int) 
     old = counts[pack]
     after = decide(view, {**counts, pack: Counts(old.shipments + extra, old.damages)}, market, MUG_MM)
     assert after.package_type.index <= before.package_type.index
+
+
+def test_reasons_count_one_damage_in_the_singular() -> None:
+    """What an operator reads in `watch`: "1 damage in 9 shipments", not "1 damages"."""
+    decision = decide(CONFIDENT, {PackType.POLY_BAG: Counts(9, 1)}, NA, MUG_MM)
+    trigger = relabel(PackType.POLY_BAG, decision)
+    assert "1 damage in 9 poly_bag shipments" in decision.reason and "1 damages" not in decision.reason
+    assert trigger is not None and "1 damage in 9 poly_bag shipments" in trigger.reason
+    assert "0 damages in 700" in decide(None, {PackType.POLY_BAG: Counts(700, 0)}, NA, MUG_MM).reason

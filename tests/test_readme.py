@@ -29,3 +29,18 @@ def test_readme_names_the_kafka_version_in_use(repo_root: Path) -> None:
 def test_ci_runs_exactly_the_readme_test_command(repo_root: Path) -> None:
     assert "make test   #" in (repo_root / "README.md").read_text()
     assert (repo_root / ".ci" / "run").read_text().strip().endswith("exec make test")
+
+
+def test_readme_names_every_command_and_the_demo_model_it_trains(repo_root: Path) -> None:
+    import argparse
+
+    from streams.cli import build_parser
+
+    readme = (repo_root / "README.md").read_text()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert [name for name in sub.choices if f"packwise {name}" not in readme] == []
+    demo = sub.choices["demo"].parse_args([])
+    assert f"{demo.train_products:,} synthetic products" in readme
+    for flag in ("--live-only", "--once"):  # how `watch` starts, as the README says
+        assert flag in readme and flag in sub.choices["watch"].format_help()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from rich.console import Console
 
 from streams import watch
 from streams.errors import PackwiseError
@@ -207,12 +209,13 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_cli_collects_filters_from_repeats_and_comma_lists() -> None:
     args = parse("--marketplace", "eu,NA", "--marketplace", "JP", "--package-type", "poly_bag",
-                 "--status", "needs_test", "--limit", "5", "--once", "--from-beginning")
+                 "--status", "needs_test", "--limit", "5", "--once")
     assert args.handler is watch.cmd_watch
     assert watch.watch_filter(args, Settings()) == WatchFilter(
         frozenset({"EU", "NA", "JP"}), frozenset({"poly_bag"}), frozenset({"needs_test"}))
-    assert (args.limit, args.once, args.from_beginning, args.duration) == (5, True, True, None)
-    assert parse().from_beginning is False
+    assert (args.limit, args.once, args.live_only, args.duration) == (5, True, False, None)
+    assert parse("--live-only").live_only is True
+    assert parse("--from-beginning").live_only is False  # the old flag, now the default, still parses
 
 
 @pytest.mark.parametrize("argv", [("--package-type", "crate"), ("--status", "certified"), ("--limit", "0"),
@@ -236,6 +239,7 @@ def test_ctrl_c_ends_the_live_view_with_exit_code_0(monkeypatch: pytest.MonkeyPa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(watch, "follow", interrupted)
+    monkeypatch.setattr(watch, "output_console", lambda: Console(file=io.StringIO(), force_terminal=True))
     args = parse("--duration", "5")
     args.settings = Settings()
     assert watch.cmd_watch(args) == 0
@@ -244,17 +248,70 @@ def test_ctrl_c_ends_the_live_view_with_exit_code_0(monkeypatch: pytest.MonkeyPa
 def test_once_prints_the_view_a_single_time(monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     def read_to_end(settings: Settings, state: WatchState, options: FollowOptions) -> WatchState:
-        assert options == FollowOptions(from_beginning=True, once=True, duration_s=None)
+        assert options == FollowOptions(once=True, duration_s=None)  # the current state, not only what comes next
         return fold(state, ("pack_type_decision", decision("P1", marketplace="JP")),
                     ("pack_type_decision", decision("P2", marketplace="EU")))
 
     monkeypatch.setattr(watch, "follow", read_to_end)
-    args = parse("--once", "--from-beginning", "--marketplace", "jp")
+    args = parse("--once", "--marketplace", "jp")
     args.settings = Settings()
     assert watch.cmd_watch(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("1 product decided") and out.count("Latest decisions") == 1
     assert "P1" in out and "P2" not in out
+
+
+def test_once_into_a_file_keeps_every_column(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Redirected output has no terminal width to fit: rows stay whole and no column is left out."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    long_reason = "damage bounds exceed the target in every lighter type after forty shipments were counted"
+    monkeypatch.setattr(watch, "follow", lambda settings, state, options: fold(
+        state, ("pack_type_decision", decision("B07XJ8C8F5", reason=long_reason)),
+        ("relabel_trigger", trigger("B07XJ8C8F5")), ("test_request", requested_test("B07XJ8C8F5"))))
+    args = parse("--once")
+    args.settings = Settings()
+    assert watch.cmd_watch(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.lstrip().startswith("B07XJ8C8F5") and "auto_certified" in line)
+    assert row.split()[:4] == ["B07XJ8C8F5", "EU", "padded_mailer", "auto_certified"]
+    assert "pw-20261129-ab12cd" in row and row.rstrip().endswith("11-29 12:30:15")  # model and time kept
+    assert lines[0].endswith("230 g/unit saved if all pass")  # the header is one line, not wrapped
+
+
+def test_live_view_into_a_pipe_prints_the_view_once_then_a_line_per_event(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A log or a pipe gets plain lines it can grep, not redraws of the whole view."""
+    def follow_along(settings: Settings, state: WatchState, options: FollowOptions, on_change: Any = lambda s: None,
+                     on_caught_up: Any = None, on_event: Any = None) -> WatchState:
+        fold(state, ("pack_type_decision", decision("P1", marketplace="EU")))
+        on_change(state)
+        on_caught_up(state)
+        for contract, record in [("pack_type_decision", decision("P2", 1, marketplace="NA", package_type="box",
+                                                                  status="needs_test", reason="no type meets")),
+                                 ("pack_type_decision", decision("P3", 2, marketplace="EU")),
+                                 ("relabel_trigger", trigger("P1", 3, marketplace="EU")),
+                                 ("test_request", requested_test("P2", 4, marketplace="NA"))]:
+            on_event(contract, record["product_id"], record)
+            state.apply(contract, record["product_id"], record)
+            on_change(state)
+        on_event("pack_type_decision", "P2", None)  # P2 left the catalog
+        state.apply("pack_type_decision", "P2", None)
+        on_change(state)
+        return state
+
+    monkeypatch.setattr(watch, "follow", follow_along)
+    args = parse("--marketplace", "NA")
+    args.settings = Settings()
+    assert watch.cmd_watch(args) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b" not in out and out.count("Latest decisions") == 1
+    assert out.startswith("0 products decided")  # P1 is in EU: the view of the state read so far
+    events = out.split("Open test requests, biggest saving first")[1].strip().splitlines()[-3:]
+    assert events == [
+        "2026-11-29 12:30:16 decision P2 NA box needs_test: no type meets",
+        "2026-11-29 12:30:19 test P2 NA poly_bag (ships in box now) saves 230.0 g/unit",
+        "deleted P2 (left the catalog)"]
 
 
 def test_unreachable_broker_names_the_address() -> None:
@@ -288,7 +345,7 @@ def test_watch_reads_what_the_workers_published(kafka_settings: Settings) -> Non
     assert producer.flush(30) == 0
 
     refreshed: list[int] = []
-    state = follow(kafka_settings, WatchState(), FollowOptions(from_beginning=True, once=True, duration_s=30),
+    state = follow(kafka_settings, WatchState(), FollowOptions(once=True, duration_s=30),
                    on_change=lambda s: refreshed.append(s.events))
 
     assert state.events == len(published) + 2 and refreshed[-1] == state.events  # read to the end, then stopped
@@ -303,12 +360,42 @@ def test_watch_reads_what_the_workers_published(kafka_settings: Settings) -> Non
 
 
 @pytest.mark.kafka
-def test_watch_from_latest_skips_what_was_published_before(kafka_settings: Settings) -> None:
+def test_watch_shows_the_current_state_by_default_then_follows_what_comes(
+        kafka_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """Decisions are compacted: what is on the topic is the current state, so a plain `watch` starts there,
+    as the README's `watch --marketplace EU --status needs_test` after a simulation expects."""
     create_topics(kafka_settings)
+    names = TopicNames.for_settings(kafka_settings)
+    serde = Serde()
     producer = Producer(producer_config(kafka_settings))
-    record = decision("P1")
-    producer.produce(TopicNames.for_settings(kafka_settings).decisions, key=b"P1",
-                     value=Serde().encode("pack_type_decision", record))
-    assert producer.flush(30) == 0
-    state = follow(kafka_settings, WatchState(), FollowOptions(once=True, duration_s=30))
-    assert state.events == 0
+
+    def publish(topic: str, contract: str, record: dict[str, Any]) -> None:
+        producer.produce(topic, key=record["product_id"].encode(), value=serde.encode(contract, record))
+        assert producer.flush(30) == 0
+
+    publish(names.decisions, "pack_type_decision", decision("P1", 1, marketplace="EU"))
+    publish(names.decisions, "pack_type_decision", decision("P2", 2, marketplace="EU", package_type="box",
+                                                            status="needs_test"))
+    publish(names.decisions, "pack_type_decision", decision("P3", 3, marketplace="NA", package_type="box",
+                                                            status="needs_test"))
+    publish(names.tests, "test_request", requested_test("P2", 2, marketplace="EU", weight_saved_g=120.0))
+
+    args = parse("--once", "--marketplace", "EU", "--status", "needs_test")
+    args.settings = kafka_settings
+    assert watch.cmd_watch(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 product decided · auto-certified: box 0% of 1")
+    assert "1 open test request, 120 g/unit saved" in out
+    assert [line.split()[0] for line in out.splitlines() if "needs_test" in line] == ["P2"]
+
+    # --live-only: only what is published from now on
+    assert follow(kafka_settings, WatchState(), FollowOptions(live_only=True, once=True, duration_s=30)).events == 0
+
+    # without --once the view reads the current state, then follows: events after it arrive one by one
+    caught_up: list[int] = []
+    new: list[str | None] = []
+    state = follow(kafka_settings, WatchState(), FollowOptions(duration_s=30, until=lambda: bool(new)),
+                   on_caught_up=lambda s: (caught_up.append(s.events),
+                                           publish(names.decisions, "pack_type_decision", decision("P4", 4))),
+                   on_event=lambda contract, key, record: new.append(key))
+    assert caught_up == [4] and new == ["P4"] and state.events == 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,16 @@ def test_corrupt_bundle(tmp_path: Path, trained_bundle: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])
     assert_one_line(worker(Settings(state_dir=str(tmp_path)), "--model", str(broken)),
                     "cannot load the model", "weights.pt")
+
+
+def test_web_port_taken_by_another_worker(tmp_path: Path, trained_bundle: Path) -> None:
+    with socket.socket() as other_worker:  # what a second worker on the same port finds: a listener
+        other_worker.bind(("127.0.0.1", 0))
+        other_worker.listen()
+        port = other_worker.getsockname()[1]
+        settings = Settings(state_dir=str(tmp_path), bootstrap_servers="127.0.0.1:1", model_path=str(trained_bundle),
+                            web_port=port)
+        assert_one_line(worker(settings), f"web port 127.0.0.1:{port} is already in use", "PACKWISE_WEB_PORT")
 
 
 def test_unreachable_broker_after_bounded_retry(tmp_path: Path, trained_bundle: Path) -> None:
