@@ -51,7 +51,9 @@ def logging_config(settings: Settings, library_level: str | None = None) -> dict
         "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
                                 "formatter": "packwise"}},
         "root": {"level": library_level or max(level, logging.WARNING), "handlers": ["stdout"]},
-        "loggers": {"packwise": {"level": level}},
+        "loggers": {"packwise": {"level": level},
+                    # its DEBUG line quotes every value sent, and a dead letter holds a customer's comment
+                    "aiokafka.producer.producer": {"level": max(level, logging.INFO)}},
     }
 
 

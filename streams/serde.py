@@ -432,6 +432,10 @@ class Serde:
         return contract
 
 
+# Fields that hold a customer's own words: an error names their type, never their value (README, "Personal data").
+FREE_TEXT_FIELDS = ("DamageReport.comment",)
+
+
 def _describe_validation(error: "fastavro.validation.ValidationError") -> str:
     """fastavro's ValidationError is a JSON list of 'path is <value> of type <t> expected <schema>'
     lines that quote the whole expected schema; say the first one in words."""
@@ -440,6 +444,9 @@ def _describe_validation(error: "fastavro.validation.ValidationError") -> str:
         first = str(problems[0]) if isinstance(problems, list) and problems else str(error)
     except json.JSONDecodeError:
         first = str(error)
+    path, _, rest = first.partition(" is ")
+    if path.endswith(FREE_TEXT_FIELDS):  # '<path> is <value> of type <t> expected ...': drop the value
+        first = f"{path} is a value of type {rest.rpartition(' of type ')[2]}"
     found, _, expected = first.partition(" expected ")
     try:
         schema = ast.literal_eval(expected)

@@ -80,6 +80,16 @@ def test_invalid_field_values_are_refused_at_encode(serde: Serde, field: str, va
         serde.encode("shipment", {**SAMPLES["shipment"], field: value})
 
 
+def test_a_refused_comment_is_not_quoted(serde: Serde) -> None:
+    """A damage report's comment is the customer's own words: the error names the field and what was wrong
+    with it, never the words (a producer logs the error)."""
+    comment = "Henkel abgebrochen, Nachbar hat 0171 5551234"
+    with pytest.raises(SerdeError) as refused:
+        serde.encode("damage_report", {**SAMPLES["damage_report"], "comment": comment.encode()})
+    assert "DamageReport.comment" in str(refused.value) and "bytes" in str(refused.value)
+    assert "Henkel" not in str(refused.value)
+
+
 def test_unknown_contract_is_named(serde: Serde) -> None:
     with pytest.raises(SerdeError, match="unknown contract 'parcel'"):
         serde.encode("parcel", {})

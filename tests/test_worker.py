@@ -108,14 +108,18 @@ def test_end_to_end_every_product_decided_and_counts_exact(base: Settings, worke
     assert sum(v for k, v in metrics.items() if k.startswith("packwise_decisions_total{")) >= 150
 
 
-def scrape_metrics(settings: Settings) -> dict[str, float]:
-    """The worker's GET /metrics as {name{labels}: value}."""
+def metrics_page(settings: Settings) -> str:
+    """The worker's GET /metrics, as served."""
     from urllib.request import urlopen
 
     with urlopen(f"http://{settings.web_host}:{settings.web_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+        return response.read().decode()
+
+
+def scrape_metrics(settings: Settings) -> dict[str, float]:
+    """The worker's GET /metrics as {name{labels}: value}."""
     samples = {}
-    for line in text.splitlines():
+    for line in metrics_page(settings).splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
@@ -225,3 +229,73 @@ def test_feedback_loop_moves_a_misjudged_group_to_a_safe_package(base: Settings,
     moved = {t["product_id"] for t in triggers
              if PackType(t["to_package_type"]).index > PackType(t["from_package_type"]).index}
     assert moved == shipped_light
+
+
+def test_customer_text_stays_in_damage_reports_and_their_dead_letters(base: Settings, workers, trained_bundle: Path,
+                                                                      tmp_path: Path) -> None:
+    """A damage report's comment is the customer's own words: through a worker logging at DEBUG, comments on
+    valid reports and on reports that become dead letters (empty reason code, a key of another product, an
+    event time in the future, a conflicting duplicate, a comment that is not UTF-8) appear nowhere but in
+    damage-reports and its DLQ: not in a log line, the metrics page, a dead letter's reason, or any other
+    topic (outputs, changelogs, other DLQs). The DLQ keeps them (replay needs the original bytes)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.inspect import _read_all
+    from streams.topics import client_config
+
+    marker = "KUNDENTEXT-7f3a"  # in every comment: what must not escape
+    worker = workers(base.replace(log_level="DEBUG"), "worker-0", trained_bundle)
+    serde = Serde()
+    producer = Producer(producer_config(base))
+    product = "B0CUSTOMER1"
+    reports = base.topic_prefix + "damage-reports"
+
+    def report(n: int, **changes) -> dict:
+        return {**SAMPLES["damage_report"], "event_id": str(uuid.uuid4()), "product_id": product,
+                "comment": f"{marker} Griff #{n} abgebrochen, bitte melden Sie sich unter 0171 5551234", **changes}
+
+    for n in range(5):  # shipments, so the product has statistics to decide on
+        producer.produce(base.topic_prefix + "shipments", key=product.encode(), value=serde.encode(
+            "shipment", {**SAMPLES["shipment"], "event_id": str(uuid.uuid4()), "product_id": product}))
+    valid = [report(n) for n in range(3)]
+    for record in valid:
+        producer.produce(reports, key=product.encode(), value=serde.encode("damage_report", record))
+    first = report(10)
+    invalid = [  # (key, value): each a dead letter
+        (product, serde.encode("damage_report", report(11, reason_code=" "), validate=False)),
+        ("B0SOMEONE-ELSE", serde.encode("damage_report", report(12))),
+        (product, serde.encode("damage_report", report(13, reported_at=SAMPLES["damage_report"]["reported_at"]
+                                                       .replace(year=2999)))),
+        (product, serde.encode("damage_report", {**first, "comment": first["comment"] + " (zweite Fassung)"})),
+        (product, serde.encode("damage_report", report(14)).replace(b"Griff", b"Gr\xffff")),
+    ]
+    producer.produce(reports, key=product.encode(), value=serde.encode("damage_report", first))
+    for key, value in invalid:
+        producer.produce(reports, key=key.encode(), value=value)
+    assert producer.flush(30) == 0
+
+    dlq = reports + ".dlq"
+    letters = wait_until(lambda: read_topic(base, dlq, "dead_letter"), lambda found: len(found) >= len(invalid), 90)
+    assert len(letters) == len(invalid)
+    assert all(marker.encode() in letter["original_value"] for letter in letters)  # kept for replay
+    assert [letter["reason"] for letter in letters if marker in letter["reason"]] == []
+    stats = wait_until(lambda: read_table(base, "damage_stats").get(product),
+                       lambda s: s is not None and sum(s["damages"]) == len(valid) + 1 and sum(s["shipments"]) == 5, 60)
+    assert (sum(stats["shipments"]), sum(stats["damages"])) == (5, len(valid) + 1)
+    decisions = wait_until(lambda: read_topic(base, base.topic_prefix + "pack-type-decisions", "pack_type_decision"),
+                           lambda found: any(d["product_id"] == product for d in found), 60)
+    assert any(d["product_id"] == product for d in decisions)  # the outputs were written, and can be searched
+
+    page = metrics_page(worker.settings)
+    assert "packwise_dead_letters_total" in page and marker not in page
+    worker.stop()  # every line flushed
+    log = worker.log_path.read_bytes()
+    assert b'"dead_letter"' in log and b'"level": "debug"' in log  # it did log the dead letters, at DEBUG
+    assert marker.encode() not in log
+    admin = AdminClient(client_config(base))
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith((base.topic_prefix, base.app_id))]
+    assert len(topics) >= 16
+    holding = sorted(t for t in topics if any(marker.encode() in (value or b"") or marker.encode() in (key or b"")
+                                              for key, value in _read_all(base, t, 30)))
+    assert holding == sorted([reports, dlq])
+
