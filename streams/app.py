@@ -22,7 +22,7 @@ import prometheus_client
 from faust.sensors import Monitor
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from streams import changelog, delivery, failpoints, metrics
+from streams import changelog, delivery, failpoints, metrics, security
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
@@ -45,6 +45,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.bootstrap_servers),
+        broker_credentials=security.faust_credentials(settings),  # consumer, producer and admin alike
         store="packwise-rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.worker_dir),
         topic_partitions=settings.partitions,

@@ -91,6 +91,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _private_text(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.chmod(path, 0o600)
+
+
 @dataclass(frozen=True)
 class BrokerStatus:
     running: bool
@@ -123,6 +130,7 @@ class LocalBroker:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    secure: bool = False  # SASL_SSL listener, SCRAM users, ACLs (streams/secure_broker.py)
 
     @property
     def bootstrap(self) -> str:
@@ -144,17 +152,37 @@ class LocalBroker:
     def config_file(self) -> Path:
         return self.state_dir / "server.properties"
 
+    @property
+    def mode_file(self) -> Path:
+        """'secure' or 'plain': how the storage was formatted (SCRAM users exist only if formatted secure)."""
+        return self.state_dir / "mode"
+
+    @property
+    def secrets(self):
+        from streams.secure_broker import BrokerSecrets
+
+        return BrokerSecrets(self.state_dir / "security")
+
+    def _listeners(self) -> list[str]:
+        if self.secure:
+            from streams.secure_broker import server_properties
+
+            return server_properties(self.secrets, self.port, self.controller_port)
+        return [
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+
     def server_properties(self) -> str:
         return "\n".join([
             "# Written by packwise for the local broker; regenerated at every start.",
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *self._listeners(),
             f"log.dirs={self.data_dir}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -196,9 +224,20 @@ class LocalBroker:
         java = java_executable()
         classpath = str(resolve_jars(echo=echo) / "*")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.server_properties())
-        if not (self.data_dir / "meta.properties").exists():
+        mode = "secure" if self.secure else "plain"
+        formatted = (self.data_dir / "meta.properties").exists()
+        was = self.mode_file.read_text().strip() if self.mode_file.exists() else "plain"
+        if formatted and was != mode:
+            raise PackwiseError(
+                f"the broker in {self.state_dir} was formatted {'with' if was == 'secure' else 'without'} --secure: "
+                f"start it as it was, or stop it and use another PACKWISE_STATE_DIR (or delete {self.state_dir})")
+        if self.secure:
+            self.secrets.ensure()
+        # 0600: a secured broker's configuration holds the admin password it uses for itself
+        _private_text(self.config_file, self.server_properties())
+        if not formatted:
             self._format(java, classpath)
+            self.mode_file.write_text(mode + "\n")
         with open(self.log_file, "ab") as log:
             process = subprocess.Popen(
                 [java, f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -215,7 +254,8 @@ class LocalBroker:
         cluster_id = new_cluster_id()
         result = subprocess.run(
             [java, "-Xmx256m", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-c", str(self.config_file), "-t", cluster_id],
+             "kafka.tools.StorageTool", "format", "-c", str(self.config_file), "-t", cluster_id,
+             *(self.secrets.scram_arguments() if self.secure else [])],
             capture_output=True, text=True)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-3:])

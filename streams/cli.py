@@ -17,19 +17,23 @@ from streams.errors import PackwiseError
 from streams.settings import Settings, reference_table
 
 
-def local_broker(settings: Settings):
+def local_broker(settings: Settings, secure: bool = False):
     from streams.broker import LocalBroker
 
     return LocalBroker(Path(settings.state_dir) / "kafka", settings.kafka_port,
-                       settings.kafka_controller_port, settings.kafka_heap)
+                       settings.kafka_controller_port, settings.kafka_heap, secure)
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
-    broker = local_broker(settings)
+    broker = local_broker(settings, secure=args.secure)
     if args.action == "start":
         status, started = broker.start()
         print(("started: " if started else "already running: ") + status.describe())
+        if args.secure:
+            _grant_local_roles(broker, settings)
+    elif args.secure:
+        raise PackwiseError("--secure goes with `packwise kafka start` only")
     elif args.action == "stop":
         print("stopped the Kafka broker" if broker.stop() else f"Kafka is not running at {broker.bootstrap}; nothing to stop")
     else:
@@ -37,6 +41,20 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         print(status.describe())
         return 0 if status.running else 3
     return 0
+
+
+def _grant_local_roles(broker, settings: Settings) -> None:
+    """The secured broker's roles get their ACLs for the topics of these settings (prefix, app id); repeating
+    `kafka start --secure` with other settings grants those too. Then how clients connect, as each role."""
+    from streams.secure_broker import ROLES, grant_roles
+
+    secrets = broker.secrets
+    admin = secrets.client_settings(settings.replace(bootstrap_servers=broker.bootstrap), "admin")
+    count = grant_roles(admin, settings)
+    print(f"SASL_SSL with SCRAM-SHA-512; {count} ACLs for the roles {', '.join(ROLES)} on topics "
+          f"'{settings.topic_prefix}*' and app id '{settings.app_id}'. Connect as a role with:")
+    print(f"  PACKWISE_KAFKA_SECURITY_PROTOCOL=SASL_SSL PACKWISE_KAFKA_CA_FILE={secrets.ca_file} "
+          f"PACKWISE_KAFKA_USERNAME=ROLE PACKWISE_KAFKA_PASSWORD_FILE={secrets.password_file('ROLE')}")
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -65,7 +83,7 @@ def _register_schemas(settings: Settings, schemas_dir: Path | None = None) -> No
     from streams import serde, topics
 
     done = serde.register_contracts(settings.schema_registry_url, topics.contract_subjects(settings),
-                                    schemas_dir or serde.DEFAULT_SCHEMAS_DIR)
+                                    schemas_dir or serde.DEFAULT_SCHEMAS_DIR, settings)
     print(f"registered {len(done)} subjects ({serde.SUBJECT_NAMING}, compatibility {serde.COMPATIBILITY}) "
           f"at {settings.schema_registry_url}")
     for registration in done:
@@ -227,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start: resolve the jars if missing, format the storage once, start the broker and wait "
                             "until it serves (nothing happens if it runs); stop: SIGTERM by pid, SIGKILL after 30 s; "
                             "status: say whether it runs (exit 0) or not (exit 3)")
+    kafka.add_argument("--secure", action="store_true",
+                       help="with start: a SASL_SSL listener (a CA and broker certificate, SCRAM-SHA-512 users per "
+                            "role, passwords in PACKWISE_STATE_DIR/kafka/security) and ACLs per role; the storage "
+                            "remembers it: a broker formatted with --secure starts only with it, and one formatted "
+                            "without only without")
     kafka.set_defaults(handler=cmd_kafka)
 
     topics = sub.add_parser("topics", help="create the topics idempotently, or list them with partition counts",

@@ -167,10 +167,10 @@ class RegistryIds:
     subject of a topic that carries it, and a writer schema is fetched by id. Nothing is registered here
     (`packwise schemas register` does that, once, as a deploy step)."""
 
-    def __init__(self, url: str, subjects: Mapping[str, str]) -> None:
+    def __init__(self, url: str, subjects: Mapping[str, str], settings: Any = None) -> None:
         self.url = url
         self.subjects = subjects
-        self._client = _registry_client(url)
+        self._client = _registry_client(url, settings)
 
     def id_for(self, contract: str, schema: dict[str, Any]) -> int | None:
         from confluent_kafka.schema_registry import Schema
@@ -211,13 +211,20 @@ def _status(error: Exception) -> int | None:
     return getattr(error, "http_status_code", None)
 
 
+def _registry_client(url: str, settings: Any = None) -> Any:
+    """The registry client for `url`, with the basic auth and CA bundle of `settings` (streams/security.py)."""
+    from streams.security import registry_config
+
+    return _cached_registry_client(url, tuple(sorted(registry_config(settings).items())) if settings else ())
+
+
 @functools.lru_cache(maxsize=None)
-def _registry_client(url: str) -> Any:
-    """One client per URL and process: it caches ids, and confluent-kafka's mock:// registry keeps its
-    schemas per client instance, so sharing the client is what lets two Serdes meet in tests."""
+def _cached_registry_client(url: str, config: tuple[tuple[str, str], ...]) -> Any:
+    """One client per URL (and credentials) and process: it caches ids, and confluent-kafka's mock:// registry
+    keeps its schemas per client instance, so sharing the client is what lets two Serdes meet in tests."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": url})
+    return SchemaRegistryClient.new_client({"url": url, **dict(config)})
 
 
 @dataclass(frozen=True)
@@ -229,13 +236,13 @@ class Registration:
 
 
 def register_contracts(url: str, subjects: Mapping[str, Sequence[str]],
-                       schemas_dir: Path = DEFAULT_SCHEMAS_DIR) -> list[Registration]:
+                       schemas_dir: Path = DEFAULT_SCHEMAS_DIR, settings: Any = None) -> list[Registration]:
     """Register every version of every contract (oldest first) under each subject that carries it, after
     setting the subject's compatibility to COMPATIBILITY; safe to repeat (a registered schema keeps its id).
     A refusal is a PackwiseError naming the contract, the subject and the registry's reason."""
     from confluent_kafka.schema_registry import Schema
 
-    client = _registry_client(url)
+    client = _registry_client(url, settings)
     done = []
     for contract, versions in load_schema_files(schemas_dir).items():
         for subject in subjects.get(contract, ()):
@@ -274,11 +281,12 @@ class Serde:
     """
 
     def __init__(self, schemas_dir: Path = DEFAULT_SCHEMAS_DIR, registry_url: str | None = None,
-                 subjects: Mapping[str, str] | None = None) -> None:
+                 subjects: Mapping[str, str] | None = None, settings: Any = None) -> None:
         """`subjects`: with a registry, the subject each contract's id is looked up under (Serde.for_settings
-        derives them from the topics)."""
+        derives them from the topics); `settings`: the registry's credentials and CA, if any."""
         self.registry_url = registry_url
-        self._ids: SchemaIds = RegistryIds(registry_url, subjects or {}) if registry_url else EmbeddedIds()
+        self._ids: SchemaIds = (RegistryIds(registry_url, subjects or {}, settings) if registry_url
+                                else EmbeddedIds())
         self._current: dict[str, Contract] = {}
         self._by_id: dict[int, Contract] = {}
         self._rejected: dict[int, tuple[str, float]] = {}  # schema id -> (reason, until: monotonic seconds)
@@ -298,7 +306,7 @@ class Serde:
         from streams.topics import contract_subjects
 
         subjects = {contract: names[0] for contract, names in contract_subjects(settings).items()}
-        return cls(schemas_dir, settings.schema_registry_url, subjects)
+        return cls(schemas_dir, settings.schema_registry_url, subjects, settings)
 
     @staticmethod
     def _parse(name: str, schema: dict[str, Any], schema_id: int | None) -> Contract:

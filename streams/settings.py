@@ -18,8 +18,11 @@ from streams.errors import PackwiseError
 ENV_PREFIX = "PACKWISE_"
 
 
-def _setting(default: Any, doc: str, parse: Callable[[str], Any] = str, accepted: str = "") -> Any:
-    return field(default=default, metadata={"doc": doc, "parse": parse, "accepted": accepted})
+def _setting(default: Any, doc: str, parse: Callable[[str], Any] = str, accepted: str = "",
+             secret: bool = False) -> Any:
+    """A secret is never shown: `packwise config` masks it and the settings' repr leaves it out."""
+    return field(default=default, repr=not secret,
+                 metadata={"doc": doc, "parse": parse, "accepted": accepted, "secret": secret})
 
 
 def _positive_int(text: str) -> int:
@@ -103,6 +106,24 @@ def _optional(text: str) -> str | None:
     return text or None
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _security_protocol(text: str) -> str:
+    value = text.upper()
+    if value not in SECURITY_PROTOCOLS:
+        raise ValueError
+    return value
+
+
+def _sasl_mechanism(text: str) -> str:
+    value = text.upper()
+    if value not in SASL_MECHANISMS:
+        raise ValueError
+    return value
+
+
 def _default_state_dir() -> str:
     return str(Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "packwise")
 
@@ -117,6 +138,37 @@ class Settings:
     schema_registry_url: str | None = _setting(
         None, "Schema Registry URL; empty means the embedded default (ids from the shipped schemas).",
         _optional, "a URL or empty")
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "How clients talk to Kafka: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS with a "
+        "user and password).", _security_protocol, "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str = _setting(
+        "SCRAM-SHA-512", "SASL mechanism with SASL_PLAINTEXT or SASL_SSL: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.",
+        _sasl_mechanism, "SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+    kafka_username: str = _setting("", "SASL user name of this process (a role: worker, conveyor, ops, ...).")
+    kafka_password: str = _setting(
+        "", "SASL password; prefer PACKWISE_KAFKA_PASSWORD_FILE, which wins when both are set. Never shown.",
+        secret=True)
+    kafka_password_file: str | None = _setting(
+        None, "File holding the SASL password (a mounted secret); read at start, trailing newline ignored.",
+        _optional, "a path or empty")
+    kafka_ca_file: str | None = _setting(
+        None, "PEM bundle of the CAs that sign the brokers' certificates (SSL, SASL_SSL); empty: the system's.",
+        _optional, "a path or empty")
+    kafka_cert_file: str | None = _setting(
+        None, "PEM client certificate for mutual TLS (with PACKWISE_KAFKA_KEY_FILE); empty: none.",
+        _optional, "a path or empty")
+    kafka_key_file: str | None = _setting(
+        None, "PEM private key of PACKWISE_KAFKA_CERT_FILE (unencrypted; mount it as a secret).",
+        _optional, "a path or empty")
+    schema_registry_user_info: str = _setting(
+        "", "Schema Registry basic-auth credentials, USER:PASSWORD; prefer the file below. Never shown.",
+        secret=True)
+    schema_registry_user_info_file: str | None = _setting(
+        None, "File holding the Schema Registry's USER:PASSWORD; wins over PACKWISE_SCHEMA_REGISTRY_USER_INFO.",
+        _optional, "a path or empty")
+    schema_registry_ca_file: str | None = _setting(
+        None, "PEM bundle of the CAs that sign the Schema Registry's certificate (https); empty: the system's.",
+        _optional, "a path or empty")
     state_dir: str = _setting(
         _default_state_dir(), "Folder for the local broker's data, log and pid, and worker state.")
     kafka_port: int = _setting(9092, "Port of the local broker's client listener on 127.0.0.1.", _port, "1-65535")
@@ -219,8 +271,38 @@ class Settings:
         """This worker's own data folder (tables in RocksDB); never shared between workers."""
         return Path(self.state_dir) / "workers" / self.app_id / self.worker_name
 
+    @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    def kafka_secret(self) -> str:
+        """The SASL password: the file's content when PACKWISE_KAFKA_PASSWORD_FILE is set, else the variable."""
+        return _secret(self.kafka_password_file, "PACKWISE_KAFKA_PASSWORD_FILE", self.kafka_password)
+
+    def registry_user_info(self) -> str:
+        """USER:PASSWORD for the Schema Registry, or "" for none; the file wins over the variable."""
+        return _secret(self.schema_registry_user_info_file, "PACKWISE_SCHEMA_REGISTRY_USER_INFO_FILE",
+                       self.schema_registry_user_info)
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+def _secret(path: str | None, variable: str, value: str) -> str:
+    if not path:
+        return value
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        raise PackwiseError(f"{variable}={path} cannot be read ({error.strerror}): mount the secret there or "
+                            "fix the path") from None
+
+
+MASK = "********"
 
 
 def env_name(field_name: str) -> str:
@@ -228,10 +310,14 @@ def env_name(field_name: str) -> str:
 
 
 def reference_table(settings: Settings | None = None) -> list[tuple[str, str, str]]:
-    """(variable, value, meaning) for every setting: the defaults, or the values in `settings`."""
+    """(variable, value, meaning) for every setting: the defaults, or the values in `settings`; a secret that
+    is set shows as a mask, never its value."""
     settings = settings or Settings()
-    return [
-        (env_name(f.name), "" if getattr(settings, f.name) is None else str(getattr(settings, f.name)),
-         f.metadata["doc"])
-        for f in dataclasses.fields(Settings)
-    ]
+
+    def shown(f: dataclasses.Field) -> str:
+        value = getattr(settings, f.name)
+        if value is None or value == "":
+            return ""
+        return MASK if f.metadata["secret"] else str(value)
+
+    return [(env_name(f.name), shown(f), f.metadata["doc"]) for f in dataclasses.fields(Settings)]

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from streams.errors import PackwiseError
+from streams.security import ConnectionErrors, librdkafka_security
 from streams.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
@@ -102,10 +103,11 @@ def contract_subjects(settings: Settings) -> dict[str, list[str]]:
 
 
 def client_config(settings: Settings, **extra: object) -> dict[str, object]:
-    """Configuration shared by every confluent-kafka client packwise makes. librdkafka's own connection
-    log lines are silenced (log_level 0): failures reach the operator as one PackwiseError instead."""
+    """Configuration shared by every confluent-kafka client packwise makes, its security (TLS, SASL) included.
+    librdkafka's own connection log lines are silenced (log_level 0): failures reach the operator as one
+    PackwiseError instead."""
     return {"bootstrap.servers": settings.bootstrap_servers, "socket.connection.setup.timeout.ms": 5000,
-            "log_level": 0, **extra}
+            "log_level": 0, **librdkafka_security(settings), **extra}
 
 
 def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
@@ -116,18 +118,35 @@ def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(client_config(settings))
+    """An AdminClient that remembers connection errors no retry cures (wrong password, untrusted certificate,
+    wrong protocol), so existing_partitions reports them at once instead of waiting out its timeout."""
+    errors = ConnectionErrors(settings)
+    admin = AdminClient(client_config(settings, error_cb=errors, logger=errors.logger(), log_level=7))
+    admin.packwise_errors = errors
+    return admin
 
 
 def existing_partitions(admin: AdminClient, settings: Settings, timeout_s: float = 15.0) -> dict[str, int]:
-    """Partition count of every topic on the cluster; an unreachable cluster is a PackwiseError."""
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as error:
-        raise PackwiseError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout_s:.0f}s ({error.args[0].str()}); "
-            "start it with `packwise kafka start` or set PACKWISE_BOOTSTRAP_SERVERS"
-        ) from None
+    """Partition count of every topic on the cluster (that this principal may describe); an unreachable
+    cluster, or one that refuses this client, is a PackwiseError."""
+    errors: ConnectionErrors | None = getattr(admin, "packwise_errors", None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # short slices, so a refusal recorded by the error callback ends the wait at once
+        slice_s = min(1.0, max(0.1, deadline - time.monotonic())) if errors else timeout_s
+        try:
+            metadata = admin.list_topics(timeout=slice_s)
+            break
+        except KafkaException as error:
+            if errors:
+                admin.poll(0)  # serves the error callback
+                errors.raise_if_fatal()
+            if time.monotonic() < deadline:
+                continue
+            raise PackwiseError(
+                f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout_s:.0f}s "
+                f"({error.args[0].str()}); start it with `packwise kafka start` or set PACKWISE_BOOTSTRAP_SERVERS"
+            ) from None
     return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 

@@ -31,6 +31,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> str:
         assert not psutil.pid_exists(status.pid) or psutil.Process(status.pid).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> LocalBroker:
+    """A second session broker, secured as `packwise kafka start --secure` secures one: SASL_SSL on 127.0.0.1,
+    SCRAM-SHA-512 users per role, the StandardAuthorizer (streams/secure_broker.py). Stopped by pid."""
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka-secure"), free_port(), free_port(), heap="512m", secure=True)
+    status, _ = broker.start(echo=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        assert not psutil.pid_exists(status.pid) or psutil.Process(status.pid).status() == psutil.STATUS_ZOMBIE
+
+
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str) -> Settings:
     """Settings pointing at the session broker, with a topic prefix and app id (changelog topics) of their own

@@ -238,3 +238,174 @@ def test_kustomize_renders_everything_into_the_namespace() -> None:
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
     assert len(docs) == len(resources(load()))
     assert all(d["metadata"].get("namespace") == "packwise" for d in docs if d["kind"] != "Namespace")
+
+
+# -- security (issue 13) --------------------------------------------------------------------------------
+
+SECRETS = K8S / "secrets" / "credentials.yaml"  # a template, applied by hand: never in kustomization.yaml
+KUBERNETES_VERSION = "1.33"
+
+
+def secret_templates() -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(SECRETS.read_text(encoding="utf-8")) if doc is not None]
+
+
+def schema_problems(docs: list[Manifest]) -> list[str]:
+    """What the Kubernetes API would refuse, from its published JSON schemas (strict: unknown fields too)."""
+    import kubernetes_validate
+
+    problems = []
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{doc['kind']} {doc['metadata']['name']}: {error.message}")
+    return problems
+
+
+def pod_templates(manifests: dict[str, list[Manifest]]) -> dict[str, Manifest]:
+    return {f"{d['kind']} {d['metadata']['name']}": d["spec"]["template"]["spec"] for d in resources(manifests)
+            if d["kind"] in ("StatefulSet", "Deployment", "DaemonSet", "Job")}
+
+
+RESTRICTED_CONTAINER = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False}
+
+
+def security_context_problems(pods: dict[str, Manifest]) -> list[str]:
+    """Every pod and container: non-root, the runtime's seccomp profile, no privilege escalation, no
+    capabilities, a read-only root filesystem."""
+    problems = []
+    for owner, pod in pods.items():
+        context = pod.get("securityContext", {})
+        if context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0:
+            problems.append(f"{owner}: the pod may run as root")
+        if context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{owner}: the pod has no RuntimeDefault seccomp profile")
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            context = c.get("securityContext", {})
+            problems += [f"{owner} container {c['name']}: {key} is not {value}"
+                         for key, value in RESTRICTED_CONTAINER.items() if context.get(key) is not value]
+            if context.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{owner} container {c['name']}: capabilities are not all dropped")
+            if context.get("seccompProfile", {}).get("type", "RuntimeDefault") != "RuntimeDefault":
+                problems.append(f"{owner} container {c['name']}: seccomp profile is not RuntimeDefault")
+    return problems
+
+
+def credential_problems(manifests: dict[str, list[Manifest]], secrets: list[Manifest]) -> list[str]:
+    """No credential in the ConfigMap (no secret setting, no value of a Secret); every Secret a pod refers
+    to, by key or as a volume, is one the template defines, with that key."""
+    import dataclasses
+
+    from streams.settings import Settings, env_name
+
+    settings = settings_map(manifests)
+    secret_settings = {env_name(f.name) for f in dataclasses.fields(Settings) if f.metadata["secret"]}
+    problems = [f"ConfigMap holds {name}, a secret setting: put it in a Secret"
+                for name in sorted(secret_settings & set(settings))]
+    keys = {s["metadata"]["name"]: {**s.get("data", {}), **s.get("stringData", {})} for s in secrets}
+    problems += [f"ConfigMap {name} holds the value of {secret} key {key}" for secret, values in keys.items()
+                 for key, value in values.items() if value for name, text in settings.items() if value in text]
+    for owner, pod in pod_templates(manifests).items():
+        refs = [(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for c in pod["containers"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+        refs += [(v["secret"]["secretName"], None) for v in pod.get("volumes", []) if "secret" in v]
+        problems += [f"{owner} refers to Secret {name}{f' key {key}' if key else ''}, which the template lacks"
+                     for name, key in refs if name not in keys or (key is not None and key not in keys[name])]
+    return problems
+
+
+def network_policy_problems(manifests: dict[str, list[Manifest]]) -> list[str]:
+    """A policy selects the worker pods, both ways: ingress only from the monitoring namespace to the web
+    port; egress only to named destinations (Kafka, the registry) and DNS."""
+    labels = worker(manifests)["spec"]["template"]["metadata"]["labels"]
+    web_port = int(settings_map(manifests)["PACKWISE_WEB_PORT"])
+    policies = [d for d in resources(manifests) if d["kind"] == "NetworkPolicy"
+                and all(labels.get(k) == v for k, v in d["spec"]["podSelector"].get("matchLabels", {}).items())]
+    if not policies:
+        return ["no NetworkPolicy selects the worker pods"]
+    problems = []
+    for policy in policies:
+        name, spec = policy["metadata"]["name"], policy["spec"]
+        if set(spec.get("policyTypes", [])) != {"Ingress", "Egress"}:
+            problems.append(f"NetworkPolicy {name} does not restrict both ingress and egress")
+        for rule in spec.get("ingress", []):
+            sources = rule.get("from", [])
+            if not sources or any(s.get("namespaceSelector", {}).get("matchLabels") !=
+                                  {"kubernetes.io/metadata.name": "monitoring"} for s in sources):
+                problems.append(f"NetworkPolicy {name} admits traffic from outside the monitoring namespace")
+            if [p.get("port") for p in rule.get("ports", [])] != [web_port]:
+                problems.append(f"NetworkPolicy {name} admits traffic to ports other than the web port {web_port}")
+        egress = spec.get("egress", [])
+        if any(not rule.get("to") or not rule.get("ports") for rule in egress):
+            problems.append(f"NetworkPolicy {name} lets the workers reach any destination or port")
+        if not any(p.get("port") == 53 for rule in egress for p in rule.get("ports", [])):
+            problems.append(f"NetworkPolicy {name} blocks DNS")
+    return problems
+
+
+def test_manifests_match_the_kubernetes_schemas(manifests: dict[str, list[Manifest]]) -> None:
+    assert schema_problems(resources(manifests) + secret_templates()) == []
+    misspelt, mistyped = copy.deepcopy(worker(manifests)), copy.deepcopy(one(manifests, "NetworkPolicy"))
+    container(misspelt)["securityContext"]["readOnlyRootFileSystem"] = True  # a capital S: the API ignores it
+    mistyped["spec"]["policyTypes"] = "Ingress"
+    problems = schema_problems([misspelt, mistyped])
+    assert [p.split(":")[0] for p in problems] == ["StatefulSet packwise-worker", "NetworkPolicy packwise"]
+    assert "readOnlyRootFileSystem" in problems[0] and "'Ingress' is not of type 'array'" in problems[1]
+
+
+def test_every_pod_and_container_is_locked_down(manifests: dict[str, list[Manifest]]) -> None:
+    pods = pod_templates(manifests)
+    assert set(pods) == {"StatefulSet packwise-worker", "Job packwise-topics-create"}
+    assert security_context_problems(pods) == []
+    broken = copy.deepcopy(pods)
+    job = broken["Job packwise-topics-create"]
+    del job["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+    job["securityContext"]["runAsUser"] = 0
+    assert security_context_problems(broken) == [
+        "Job packwise-topics-create: the pod may run as root",
+        "Job packwise-topics-create container topics: readOnlyRootFilesystem is not True"]
+
+
+def test_writable_paths_are_volumes(manifests: dict[str, list[Manifest]]) -> None:
+    """With a read-only root, the state folder and /tmp must be volumes, or the worker cannot write them."""
+    mounts = {m["mountPath"] for m in container(worker(manifests))["volumeMounts"]}
+    assert {settings_map(manifests)["PACKWISE_STATE_DIR"], "/tmp"} <= mounts
+
+
+def test_credentials_come_from_secrets_not_the_configmap(manifests: dict[str, list[Manifest]]) -> None:
+    secrets = secret_templates()
+    assert {s["kind"] for s in secrets} == {"Secret"}
+    assert "secrets/credentials.yaml" not in manifests["kustomization.yaml"][0]["resources"]
+    assert credential_problems(manifests, secrets) == []
+    settings = settings_map(manifests)
+    mount = {m["name"]: m["mountPath"] for m in container(worker(manifests))["volumeMounts"]}["credentials"]
+    files = {k: v for k, v in settings.items() if k.endswith("_FILE")}
+    keys = {**secrets[0]["stringData"]}
+    assert files and all(v.startswith(mount + "/") and v.removeprefix(mount + "/") in keys for v in files.values())
+    leaked = copy.deepcopy(manifests)
+    settings_map(leaked)["PACKWISE_KAFKA_PASSWORD"] = keys["kafka-password"]
+    assert credential_problems(leaked, secrets) == [
+        "ConfigMap holds PACKWISE_KAFKA_PASSWORD, a secret setting: put it in a Secret",
+        "ConfigMap PACKWISE_KAFKA_PASSWORD holds the value of packwise-worker-credentials key kafka-password"]
+    renamed = copy.deepcopy(manifests)
+    container(worker(renamed))["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "user"
+    assert credential_problems(renamed, secrets) == [
+        "StatefulSet packwise-worker refers to Secret packwise-worker-credentials key user, which the template lacks"]
+
+
+def test_network_policy_confines_the_workers(manifests: dict[str, list[Manifest]]) -> None:
+    assert network_policy_problems(manifests) == []
+    policy = one(manifests, "NetworkPolicy")
+    job_labels = one(manifests, "Job")["spec"]["template"]["metadata"]["labels"]
+    assert all(job_labels.get(k) == v for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+    broken = copy.deepcopy(manifests)
+    spec = one(broken, "NetworkPolicy")["spec"]
+    spec["ingress"][0]["from"] = [{"namespaceSelector": {}}]
+    spec["egress"].append({"ports": [{"protocol": "TCP", "port": 443}]})
+    assert network_policy_problems(broken) == [
+        "NetworkPolicy packwise admits traffic from outside the monitoring namespace",
+        "NetworkPolicy packwise lets the workers reach any destination or port"]
+    unselected = copy.deepcopy(manifests)
+    one(unselected, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] = "other"
+    assert network_policy_problems(unselected) == ["no NetworkPolicy selects the worker pods"]
