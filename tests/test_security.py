@@ -199,6 +199,15 @@ def test_pipeline_over_sasl_ssl_and_roles_keep_to_their_topics(secured, tmp_path
                 assert read_topic(admin, spec.name, "dead_letter", timeout_s=10) == [], spec.name
         log = worker.log_path.read_text()
         assert worker_env.kafka_secret() not in log and broker.secrets.password("admin") not in log
+
+        # ops watch the decisions over SASL_SSL with their own role
+        from streams.workers import settings_env
+
+        ops_env = {**os.environ, **settings_env(broker.secrets.client_settings(base, "ops"))}
+        view = subprocess.run([sys.executable, "-m", "streams.cli", "watch", "--once"], env=ops_env,
+                              capture_output=True, text=True, timeout=120)
+        assert view.returncode == 0, view.stderr
+        assert view.stdout.startswith(f"{len(result.products)} products decided"), view.stdout[:300]
     finally:
         worker.stop()
         assert worker.gone()
