@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch.add_parser(sub)
 
+    from models import dataset
+
+    dataset.add_parser(sub)
+
     from models import cli as model_cli
 
     model_cli.register(sub)

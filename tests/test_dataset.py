@@ -1,0 +1,239 @@
+"""`packwise dataset build`: landing the topics (real broker) and the point-in-time labelled table (Parquet
+written directly here, DuckDB, no Kafka)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+
+from models.dataset import CARD_JSON, TABLE, TableConfig, build_table, table_from_landed
+from streams.landing import LANDED, Buffer, arrow_schema, land
+from streams.serde import Serde
+from tests.samples import SAMPLES
+
+SERDE = Serde()
+SCHEMAS = {base: arrow_schema(SERDE, contract) for base, contract in LANDED.items()}
+T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+DAY = timedelta(days=1)
+
+
+def catalog(product: str, at: datetime, title: str, locale: str = "de_DE") -> dict:
+    return {**SAMPLES["catalog_update"], "event_id": str(uuid.uuid4()), "product_id": product, "updated_at": at,
+            "title": title, "locale": locale}
+
+
+def capture(product: str, at: datetime, length_mm: float) -> dict:
+    return {**SAMPLES["tunnel_capture"], "event_id": str(uuid.uuid4()), "product_id": product, "captured_at": at,
+            "measured_length_mm": length_mm}
+
+
+def shipment(product: str, at: datetime, shipment_id: str, pack: str = "poly_bag", event_id: str | None = None) -> dict:
+    return {**SAMPLES["shipment"], "event_id": event_id or str(uuid.uuid4()), "product_id": product,
+            "shipment_id": shipment_id, "package_type": pack, "shipped_at": at}
+
+
+def report(product: str, at: datetime, shipment_id: str | None, pack: str = "poly_bag") -> dict:
+    return {**SAMPLES["damage_report"], "event_id": str(uuid.uuid4()), "product_id": product,
+            "shipment_id": shipment_id, "package_type": pack, "reported_at": at}
+
+
+def write_landed(folder: Path, events: dict[str, list[dict]]) -> dict[str, list[Path]]:
+    """Landed files as the lander writes them, one per topic, offsets in list order (the arrival order)."""
+    files = {base: [] for base in LANDED}
+    for base, records in events.items():
+        buffer = Buffer(SCHEMAS[base])
+        for offset, record in enumerate(records):
+            buffer.add(record, 0, offset, int((T0 + offset * timedelta(seconds=1)).timestamp() * 1000), 0)
+        path = folder / f"{base}.parquet"
+        pq.write_table(buffer.table(), path)
+        files[base].append(path)
+    return files
+
+
+def build(folder: Path, events: dict[str, list[dict]], **config) -> tuple[dict[str, dict], dict]:
+    """(shipment id -> row, statistics) of the table built from `events`."""
+    stats = build_table(write_landed(folder, events), SCHEMAS, folder / "labelled.parquet", TableConfig(**config))
+    rows = pq.read_table(folder / "labelled.parquet").to_pylist()
+    return {row["shipment_id"]: row for row in rows}, stats
+
+
+# -- point in time, without Kafka -------------------------------------------------------------------------
+
+
+def test_a_catalog_change_or_capture_after_a_shipment_never_reaches_its_row(tmp_path: Path) -> None:
+    rows, _ = build(tmp_path, {
+        "catalog-updates": [catalog("P1", T0, "mug v1"), catalog("P1", T0 + 3 * DAY, "mug v2")],
+        "tunnel-captures": [capture("P1", T0 + DAY, 100.0), capture("P1", T0 + 3 * DAY, 300.0)],
+        "shipments": [shipment("P1", T0 + 2 * DAY, "S-before"), shipment("P1", T0 + 4 * DAY, "S-after"),
+                      shipment("P1", T0 - DAY, "S-first")],
+    }, as_of=T0 + 100 * DAY)
+    assert (rows["S-before"]["title"], rows["S-before"]["measured_length_mm"]) == ("mug v1", 100.0)
+    assert (rows["S-after"]["title"], rows["S-after"]["measured_length_mm"]) == ("mug v2", 300.0)
+    # shipped before anything was known about the product: no catalog record, no capture, not a later one
+    assert rows["S-first"]["catalog_event_id"] is None and rows["S-first"]["capture_event_id"] is None
+
+
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(catalog_hours=st.lists(st.integers(0, 200), min_size=1, max_size=6),
+       capture_hours=st.lists(st.integers(0, 200), max_size=6),
+       ship_hours=st.lists(st.integers(0, 200), min_size=1, max_size=8))
+def test_every_row_sees_the_latest_record_at_or_before_its_ship_time(
+        tmp_path_factory: pytest.TempPathFactory, catalog_hours: list[int], capture_hours: list[int],
+        ship_hours: list[int]) -> None:
+    """Against a brute-force oracle: for any interleaving, the as-of record is the newest one not after the
+    shipment (ties at the same instant: the last written)."""
+    hour = timedelta(hours=1)
+    catalogs = [catalog("P1", T0 + h * hour, f"v{i}") for i, h in enumerate(catalog_hours)]
+    captures = [capture("P1", T0 + h * hour, float(i + 1)) for i, h in enumerate(capture_hours)]
+    shipments = [shipment("P1", T0 + h * hour, f"S{i}") for i, h in enumerate(ship_hours)]
+    rows, _ = build(tmp_path_factory.mktemp("asof"), {"catalog-updates": catalogs, "tunnel-captures": captures,
+                                                       "shipments": shipments}, as_of=T0 + 1000 * hour)
+
+    def as_of(records: list[dict], field: str, at: datetime) -> dict | None:
+        before = [(r[field], i, r) for i, r in enumerate(records) if r[field] <= at]
+        return max(before, key=lambda t: (t[0], t[1]))[2] if before else None
+
+    for s in shipments:
+        row = rows[s["shipment_id"]]
+        expected_catalog, expected_capture = as_of(catalogs, "updated_at", s["shipped_at"]), as_of(
+            captures, "captured_at", s["shipped_at"])
+        assert row["catalog_event_id"] == (expected_catalog["event_id"] if expected_catalog else None)
+        assert row["capture_event_id"] == (expected_capture["event_id"] if expected_capture else None)
+
+
+def test_labels_by_shipment_id_else_product_and_type_within_the_window(tmp_path: Path) -> None:
+    rows, stats = build(tmp_path, {
+        "shipments": [shipment("P1", T0, "S1"), shipment("P1", T0 + DAY, "S2"),
+                      shipment("P1", T0 + 2 * DAY, "S3", pack="box"), shipment("P2", T0, "S4"),
+                      shipment("P3", T0, "S5")],
+        "damage-reports": [
+            report("P1", T0 + 5 * DAY, "S1"),  # names S1: S1, although S2 is later and the same type
+            report("P1", T0 + 6 * DAY, None, pack="box"),  # no id: the latest box shipment of P1 before it (S3)
+            report("P2", T0 + 45 * DAY, "S4"),  # names S4, but 45 days after it: outside a 30-day window
+            report("P3", T0 - DAY, "S5"),  # stamped before its shipment (clock skew), names it: counts
+        ],
+    }, as_of=T0 + 100 * DAY, window=timedelta(days=30))
+    assert {sid for sid, row in rows.items() if row["damaged"]} == {"S1", "S3", "S5"}
+    assert stats["damage_reports"] == {"attributed_by_shipment_id": 2, "attributed_by_product_and_type": 1,
+                                       "unattributed": 1}
+    assert stats["positives_by"]["package_type"] == {"box": {"rows": 1, "positives": 1},
+                                                     "poly_bag": {"rows": 4, "positives": 2}}
+
+
+def test_shipments_younger_than_the_window_are_held_back(tmp_path: Path) -> None:
+    as_of = T0 + 60 * DAY
+    events = {"shipments": [shipment("P1", as_of - 31 * DAY, "old"), shipment("P1", as_of - 29 * DAY, "young"),
+                            shipment("P1", as_of - 2 * DAY, "damaged-but-young")],
+              "damage-reports": [report("P1", as_of - DAY, "damaged-but-young")]}
+    rows, stats = build(tmp_path, events, as_of=as_of, window=timedelta(days=30))
+    assert set(rows) == {"old"} and stats["held_back_immature"] == 2
+    # by default labels are judged at the latest event time landed, not the clock: the same in every build
+    rows, stats = build(tmp_path, events, window=timedelta(days=30))
+    assert stats["as_of"] == (as_of - DAY).isoformat() and set(rows) == {"old"}
+
+
+def test_a_resent_event_id_appears_once_and_is_counted(tmp_path: Path) -> None:
+    first = shipment("P1", T0, "S1")
+    resent_report = report("P1", T0 + DAY, "S1")
+    rows, stats = build(tmp_path, {"shipments": [first, shipment("P1", T0, "S2"), dict(first)],
+                                   "damage-reports": [resent_report, dict(resent_report)]}, as_of=T0 + 99 * DAY)
+    assert sorted(rows) == ["S1", "S2"] and rows["S1"]["damage_reports"] == 1
+    assert stats["duplicates_dropped"]["shipments"] == 1 and stats["duplicates_dropped"]["damage-reports"] == 1
+
+
+# -- landing from the broker ------------------------------------------------------------------------------
+
+
+def produce(settings, events: list[tuple[str, str, bytes | None]]) -> None:
+    from confluent_kafka import Producer
+
+    from streams.topics import producer_config
+
+    producer = Producer(producer_config(settings))
+    for base, key, value in events:
+        producer.produce(settings.topic_prefix + base, key=key.encode(), value=value)
+    assert producer.flush(30) == 0
+
+
+def encoded(base: str, record: dict) -> tuple[str, str, bytes]:
+    return base, record["product_id"], SERDE.encode(LANDED[base], record)
+
+
+def table_rows(folder: Path) -> list[dict]:
+    return sorted(pq.read_table(folder / TABLE).to_pylist(), key=lambda r: r["shipment_event_id"])
+
+
+@pytest.mark.kafka
+def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
+        kafka_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from streams.cli import main
+    from streams.topics import create_topics
+
+    create_topics(kafka_settings)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    t = now - 90 * DAY
+    resent = shipment("P1", t + 2 * DAY, "S1", event_id="resent-id")
+    produce(kafka_settings, [
+        # the damage report is written before its shipment: it still labels it
+        encoded("damage-reports", report("P1", t + 3 * DAY, "S1")),
+        encoded("catalog-updates", catalog("P1", t, "Becher")),
+        encoded("tunnel-captures", capture("P1", t + DAY, 120.0)),
+        encoded("shipments", resent), encoded("shipments", resent),
+        encoded("shipments", shipment("P2", t + 2 * DAY, "S2")),
+        # what the worker dead-letters: an unknown marketplace, an image that is not one, bytes that are not Avro
+        encoded("shipments", {**shipment("P3", t + 2 * DAY, "S-bad"), "marketplace": "XX"}),
+        encoded("tunnel-captures", {**capture("P1", t + DAY, 1.0),
+                                    "views": [{"view": "top", "media_type": "image/png", "image": b"not a png"}]}),
+        ("damage-reports", "P1", b"{not avro}"),
+        ("catalog-updates", "P9", None),  # a tombstone
+        encoded("catalog-updates", catalog("P8", now, "today")),  # the data reach today: t's shipments are mature
+    ])
+    out = tmp_path / "ds"
+    for name, value in {"BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+                        "TOPIC_PREFIX": kafka_settings.topic_prefix, "APP_ID": kafka_settings.app_id,
+                        "PARTITIONS": "3"}.items():
+        monkeypatch.setenv("PACKWISE_" + name, value)
+    assert main(["dataset", "build", "--out", str(out), "--window-days", "30"]) == 0
+
+    rows = table_rows(out)
+    assert [(r["shipment_id"], r["damaged"], r["title"], r["measured_length_mm"]) for r in rows] == [
+        ("S2", False, None, None), ("S1", True, "Becher", 120.0)]  # by event id: P2's is a uuid, P1's "resent-id"
+    card = json.loads((out / CARD_JSON).read_text())
+    assert card["duplicates_dropped"]["shipments"] == 1
+    assert card["dead_letters_skipped"] == {"shipments": 1, "tunnel-captures": 1, "damage-reports": 1}
+    assert card["catalog_tombstones"] == 1
+    landed = {base: pq.read_table(out / "landed" / base).num_rows for base in LANDED}
+    assert landed == {"catalog-updates": 2, "tunnel-captures": 1, "shipments": 3, "damage-reports": 1}
+
+    # again, nothing new: the same rows, no file added
+    files_before = sorted(p for p in (out / "landed").rglob("*.parquet"))
+    report_again = land(kafka_settings, out, show_progress=False)
+    assert report_again.events == 0 and sorted((out / "landed").rglob("*.parquet")) == files_before
+    table_from_landed(out, TableConfig(window=timedelta(days=30)))
+    assert table_rows(out) == rows
+
+    # more events: exactly those land; a crashed run's stray file is removed, never read
+    stray = out / "landed" / "shipments" / "event_date=2000-01-01" / "part-crashed.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes((out / "landed" / "shipments").rglob("*.parquet").__next__().read_bytes())
+    produce(kafka_settings, [encoded("shipments", shipment("P1", t + 5 * DAY, "S3")),
+                             encoded("shipments", resent)])  # a late resend of an event already landed
+    report_more = land(kafka_settings, out, show_progress=False)
+    assert report_more.landed == {"shipments": 2} and report_more.orphans_removed == 1 and not stray.exists()
+    table_from_landed(out, TableConfig(window=timedelta(days=30)))
+    new_rows = table_rows(out)
+    assert [r for r in new_rows if r not in rows] == [r for r in new_rows if r["shipment_id"] == "S3"]
+    assert len(new_rows) == len(rows) + 1
+
+    # its own consumer commits nothing: no group of this app holds offsets
+    admin = AdminClient({"bootstrap.servers": kafka_settings.bootstrap_servers})
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid]
+    assert not [g for g in groups if g.startswith(kafka_settings.app_id)]
