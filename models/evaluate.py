@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 from models.packtypes import PACK_TYPES, PackType  # noqa: E402
 from models.world import Product  # noqa: E402
+from streams.marketplaces import DEFAULT_MARKETPLACES  # noqa: E402
 
 PACK_WEIGHT_G = {PackType.SIOC: 5.0, PackType.POLY_BAG: 20.0, PackType.PADDED_MAILER: 70.0}
 # Corrugated boxes: inner length, width, height (mm) and weight (g); the smallest fitting one is used.
@@ -62,9 +63,13 @@ def metrics(probs: np.ndarray, thresholds: np.ndarray, products: list[Product]) 
             # Recall at the certification precision: the share of undamaged shipments that get certified.
             "safe_recall": float((1 - truth[c, t]).sum() / (1 - truth[:, t]).sum()),
         }
-    # The plan: the lightest certified type, else a box.
+    # The plan: the lightest certified type the item fits (bags and mailers as the worker's defaults), else a box.
     box = len(PACK_TYPES) - 1
-    chosen = np.where(certified[:, :box].any(1), np.argmax(certified[:, :box], axis=1), box)
+    sizes = DEFAULT_MARKETPLACES["NA"]
+    fits = np.asarray([[sizes.fits(pack, (p.length_mm, p.width_mm, p.height_mm)) for pack in PACK_TYPES]
+                       for p in products], dtype=bool).reshape(len(products), len(PACK_TYPES))
+    usable = certified & fits
+    chosen = np.where(usable[:, :box].any(1), np.argmax(usable[:, :box], axis=1), box)
     box_weights = np.asarray([box_weight_g(p.length_mm, p.width_mm, p.height_mm) for p in products])
     light_weights = np.asarray([PACK_WEIGHT_G[PACK_TYPES[t]] for t in range(box)] + [0.0])
     chosen_weights = np.where(chosen == box, box_weights, light_weights[chosen])

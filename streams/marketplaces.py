@@ -1,4 +1,5 @@
-"""Per-marketplace configuration: damage targets, credible level, model prior weight, packaging weights.
+"""Per-marketplace configuration: damage targets, credible level, model prior weight, packaging weights and
+sizes (boxes, and the largest item a poly bag or padded mailer takes).
 
 Defaults are approximate industry figures (DESIGN.md); a site replaces them with its own through a JSON
 file named by PACKWISE_MARKETPLACES_FILE, whose entries override the defaults field by field.
@@ -15,6 +16,14 @@ from models.packtypes import PackType
 from streams.errors import PackwiseError
 
 
+Size = tuple[float, float, float]  # millimetres
+
+
+def within(item_mm: Size, limit_mm: Size) -> bool:
+    """Whether an item fits inside `limit_mm` (longest side first) in some orientation."""
+    return all(i <= b for i, b in zip(sorted(item_mm, reverse=True), limit_mm))
+
+
 @dataclass(frozen=True)
 class BoxSize:
     """A corrugated box: inner dimensions (longest side first) and its weight including void fill."""
@@ -24,7 +33,7 @@ class BoxSize:
     weight_g: float
 
     def fits(self, item_mm: tuple[float, float, float]) -> bool:
-        return all(i <= b for i, b in zip(sorted(item_mm, reverse=True), self.inner_mm))
+        return within(item_mm, self.inner_mm)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,19 @@ class Marketplace:
     padded_mailer_weight_g: float
     boxes: tuple[BoxSize, ...]  # smallest first
     promising_factor: float = 4.0  # a lighter type is worth a physical test if p_model <= factor * target
+    # The largest item (longest side first) a bag or mailer takes once sealed: a flat bag loses length and width
+    # to the item's thickness. Roughly a 19x24" poly mailer and a #7 (14.25x20") padded mailer.
+    poly_bag_max_item_mm: Size = (500.0, 400.0, 150.0)
+    padded_mailer_max_item_mm: Size = (400.0, 280.0, 100.0)
+
+    def fits(self, pack: PackType, item_mm: Size) -> bool:
+        """Whether the item fits the package type: sioc is its own container, and the largest box is the fallback
+        for anything (box_for); bags and mailers have a largest item. An unknown size (zeros) fits."""
+        if pack is PackType.POLY_BAG:
+            return within(item_mm, self.poly_bag_max_item_mm)
+        if pack is PackType.PADDED_MAILER:
+            return within(item_mm, self.padded_mailer_max_item_mm)
+        return True
 
     def box_for(self, item_mm: tuple[float, float, float]) -> BoxSize:
         """The smallest box the item fits in (the largest box when nothing fits)."""
@@ -75,6 +97,7 @@ def load_marketplaces(path: str | None) -> dict[str, Marketplace]:
     except (OSError, json.JSONDecodeError) as error:
         raise PackwiseError(f"PACKWISE_MARKETPLACES_FILE={path} cannot be read as JSON: {error}") from None
     known = {f.name for f in fields(Marketplace)} - {"code", "boxes"}
+    sizes = {"poly_bag_max_item_mm", "padded_mailer_max_item_mm"}
     result = dict(DEFAULT_MARKETPLACES)
     for code, values in overrides.items():
         unknown = set(values) - known
@@ -82,5 +105,18 @@ def load_marketplaces(path: str | None) -> dict[str, Marketplace]:
             raise PackwiseError(f"PACKWISE_MARKETPLACES_FILE={path}: unknown keys {sorted(unknown)} for {code}; "
                                 f"accepted: {sorted(known)}")
         base = result.get(code, replace(DEFAULT_MARKETPLACES["NA"], code=code))
-        result[code] = replace(base, **{k: float(v) for k, v in values.items()})
+        result[code] = replace(base, **{k: _size(path, code, k, v) if k in sizes else float(v)
+                                        for k, v in values.items()})
     return result
+
+
+def _size(path: str, code: str, key: str, value: Any) -> Size:
+    """[length, width, height] in mm, any order, as the longest side first."""
+    try:
+        size = tuple(sorted((float(v) for v in value), reverse=True))
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 3 or not all(0 < v < float("inf") for v in size):
+        raise PackwiseError(f"PACKWISE_MARKETPLACES_FILE={path}: {key} for {code} is {value!r}; give the largest "
+                            "item's three sides in mm, e.g. [500, 400, 150]")
+    return size  # type: ignore[return-value]

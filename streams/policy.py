@@ -7,8 +7,12 @@ For each package type, the observed shipments give a lower bound on the damage r
 `model_prior_weight` pseudo-shipments. A type is *certifiable* when the data do not contradict it (lower
 bound within the target) and either the model certifies it or the upper bound is within the target.
 When the data contradict a type the model certified, the model is set aside for that product. The
-decision is the lightest certifiable type; with none, the box, pending a person's test of the lightest
-promising lighter type.
+decision is the lightest certifiable type the item fits (bags and mailers have a largest item); with none,
+the box, pending a person's test of the lightest promising lighter type it fits.
+
+A decision made while the product awaits its first model verdict is *provisional*: the warehouse ships in
+it but does not label stock for it, so the verdict that replaces it moves nothing physical (no relabel
+trigger), and it asks for no test (the verdict, seconds away, says which lighter type is worth one).
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class Evidence(NamedTuple):  # a tuple: the statistics path builds four per prod
     damage_rate_lower: float
     damage_rate_upper: float
     contradicted: bool  # observed damages: even the optimistic bound exceeds the target
-    certifiable: bool
+    certifiable: bool  # for this item: the evidence certifies the type and the item fits it
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Decision:
     target_damage_rate: float
     model_version: str | None
     test: TestProposal | None
+    provisional: bool = False  # decided while awaiting the product's first model verdict
 
     def evidence_for(self, pack: PackType) -> Evidence:
         return self.evidence[pack.index]
@@ -126,7 +131,7 @@ def upper_bound(model_probability: float | None, counts: Counts, market: Marketp
 
 
 def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: float, market: Marketplace,
-              model_refuted: bool) -> Evidence:
+              model_refuted: bool, fits: bool) -> Evidence:
     """Once data refute one of the model's certifications for a product, none of its verdicts count for
     it, and its prior may only make bounds more cautious (so more damage never certifies a lighter type)."""
     probability = model.probabilities[pack] if model else None
@@ -136,7 +141,7 @@ def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: fl
         upper = max(upper, upper_bound(None, counts, market))
     target = market.target_damage_rate
     contradicted = lower > target
-    certifiable = not contradicted and ((model_certified and not model_refuted) or upper <= target)
+    certifiable = fits and not contradicted and ((model_certified and not model_refuted) or upper <= target)
     return Evidence(pack, probability, model_certified, counts.shipments, counts.damages, lower, upper,
                     contradicted, certifiable)
 
@@ -171,13 +176,17 @@ def decide(
     counts: Mapping[PackType, Counts],
     market: Marketplace,
     item_mm: tuple[float, float, float],
+    awaiting_verdict: bool = False,
 ) -> Decision:
-    """The lightest package type the evidence certifies, or the box pending a test."""
+    """The lightest package type the evidence certifies and the item fits, or the box pending a test.
+    `awaiting_verdict`: the product's first model verdict is still to come (without a model view, the
+    decision is then provisional); False when the model was asked and could not score the product."""
     seen = [counts.get(pack, NO_COUNTS) for pack in PACK_TYPES]
     lowers = [data_lower_bound(c, market) for c in seen]
     refutation = _refutation(model, counts, lowers, market)
-    evidence = tuple(_evidence(pack, model, c, lower, market, refutation is not None)
-                     for pack, c, lower in zip(PACK_TYPES, seen, lowers))
+    fits = [market.fits(pack, item_mm) for pack in PACK_TYPES]
+    evidence = tuple(_evidence(pack, model, c, lower, market, refutation is not None, fit)
+                     for pack, c, lower, fit in zip(PACK_TYPES, seen, lowers, fits))
     target = market.target_damage_rate
     certified = [e for e in evidence if e.certifiable]
     if certified:
@@ -194,29 +203,39 @@ def decide(
         reason = f"no package type meets target {_pct(target)} yet; box until a physical test says otherwise"
     if refutation:
         reason = f"{refutation}; {reason}"
-    test = _test_proposal(evidence, chosen.package_type, market, item_mm)
+    too_small = [pack.value for pack, fit in zip(PACK_TYPES[: chosen.package_type.index], fits) if not fit]
+    if too_small:
+        size = "x".join(f"{side:.0f}" for side in sorted(item_mm, reverse=True))
+        reason += f"; the item ({size} mm) does not fit a {' or '.join(too_small)}"
+    provisional = awaiting_verdict and model is None
+    test = None if provisional else _test_proposal(evidence, chosen.package_type, market, item_mm, fits)
     if test and status is DecisionStatus.NEEDS_TEST:
         reason += f"; test {test.package_type.value} (saves {test.weight_saved_g:.0f} g per unit)"
+    if provisional:
+        reason = f"provisional until the model's first verdict: {reason}"
     return Decision(chosen.package_type, status, reason, evidence, target,
-                    model.version if model else None, test)
+                    model.version if model else None, test, provisional)
 
 
 def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Marketplace,
-                   item_mm: tuple[float, float, float]) -> TestProposal | None:
-    """The lightest type lighter than `chosen` that the data do not rule out and the model finds promising
-    (any such type when the product was not scored): the test that would save the most packaging."""
+                   item_mm: tuple[float, float, float], fits: list[bool]) -> TestProposal | None:
+    """The lightest type lighter than `chosen` that the item fits, the data do not rule out and the model finds
+    promising (any such type when the model could not score the product): the test that would save the most
+    packaging."""
     target = market.target_damage_rate
-    for e in evidence[: chosen.index]:
+    for e, fit in zip(evidence[: chosen.index], fits):
         promising = e.model_probability is None or e.model_probability <= market.promising_factor * target
-        if promising and not e.contradicted:
+        if fit and promising and not e.contradicted:
             saved = market.packaging_weight_g(chosen, item_mm) - market.packaging_weight_g(e.package_type, item_mm)
             return TestProposal(e.package_type, saved, e.model_probability)
     return None
 
 
-def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool = False) -> Relabel | None:
-    """The trigger to publish when `decision` moves a product off the package type it had, else None."""
-    if previous is None or previous is decision.package_type:
+def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool = False,
+            previous_provisional: bool = False) -> Relabel | None:
+    """The trigger to publish when `decision` moves a product off the package type it had, else None. Moving
+    off a provisional decision is no relabel: no stock was labelled for it."""
+    if previous is None or previous is decision.package_type or previous_provisional:
         return None
     before = decision.evidence_for(previous)
     target = decision.target_damage_rate

@@ -6,7 +6,8 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - catalog:      the latest catalog record, as its wire bytes
 - captures:     the latest tunnel capture, as its wire bytes (re-scoring after a catalog change needs it)
 - pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
-- products:     marketplace, item size, the model's last verdict, the current decision, tests requested
+- products:     marketplace, item size, the model's last verdict (or that it was sought and none came), the current
+                decision (and whether it is provisional), tests requested
 - damage_stats: shipments and damages per package type, and the event ids already applied with a digest of
                 each, which tells an exact resend (dropped) from another event under the same id (dead-lettered)
 """
@@ -415,6 +416,7 @@ class Processor:
         for job, view in zip(jobs, views, strict=True):
             with self.context(*job.source):
                 state = self.tables.products.get(job.product_id) or {}
+                state["verdict_sought"] = True  # decisions without a verdict are final from now on
                 if view is not None:
                     state["model"] = {"p": [view.probabilities[p] for p in PACK_TYPES],
                                       "ok": [bool(view.certified[p]) for p in PACK_TYPES], "version": view.version}
@@ -438,20 +440,21 @@ class Processor:
         market = self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
         decision = self._decide((tuple(model["p"]), tuple(model["ok"]), model["version"]) if model else None,
                                 tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
-                                tuple(state.get("item_mm") or (0.0, 0.0, 0.0)))
+                                tuple(state.get("item_mm") or (0.0, 0.0, 0.0)), not state.get("verdict_sought"))
 
         out: list[Outgoing] = []
         previous = state.get("decision")
         now = None  # stamped only when something is published: most re-decisions change nothing
         current = {"package_type": decision.package_type.value, "status": decision.status.value,
-                   "model_version": decision.model_version}
-        if previous is None or any(previous.get(k) != v for k, v in current.items()):
+                   "model_version": decision.model_version, "provisional": decision.provisional}
+        if previous is None or any(previous.get(k, False) != v for k, v in current.items()):
             seq = (previous or {}).get("seq", 0) + 1
             state["decision"] = {**current, "seq": seq}
             now = _millis_now(self.clock)
             out.append(self._decision_message(product, market, decision, seq, now))
             metrics.DECISIONS.labels(package_type=decision.package_type.value, status=decision.status.value).inc()
-            trigger = relabel(PackType(previous["package_type"]) if previous else None, decision, catalog_changed)
+            trigger = relabel(PackType(previous["package_type"]) if previous else None, decision, catalog_changed,
+                              bool(previous and previous.get("provisional")))
             if trigger is not None:
                 out.append(self._relabel_message(product, market, trigger, decision, seq, now))
                 metrics.RELABELS.labels(cause=trigger.cause.value).inc()
@@ -464,13 +467,13 @@ class Processor:
         return out
 
     def _decide_uncached(self, model: tuple | None, shipments: tuple[int, ...], damages: tuple[int, ...],
-                         market_code: str, item_mm: tuple[float, float, float]) -> Decision:
+                         market_code: str, item_mm: tuple[float, float, float], awaiting_verdict: bool) -> Decision:
         """The policy on plain values, so that its answers can be memoized: many products share a model
         verdict-free state or the same counts (Decisions are immutable)."""
         view = ModelView(dict(zip(PACK_TYPES, model[0])), dict(zip(PACK_TYPES, model[1])), model[2]) if model else None
         counts = {p: Counts(shipments[i], damages[i]) for i, p in enumerate(PACK_TYPES)}
         market = self.marketplaces.get(market_code) or self.marketplaces[self.settings.default_marketplace]
-        return decide(view, counts, market, item_mm)
+        return decide(view, counts, market, item_mm, awaiting_verdict)
 
     def _event_id(self, product: str, kind: str, seq: int | str) -> str:
         """Deterministic ids: a decision re-published after a redelivery carries the same id."""
@@ -487,7 +490,7 @@ class Processor:
                           "damage_rate_lower": e.damage_rate_lower, "damage_rate_upper": e.damage_rate_upper}
                          for e in decision.evidence],
             "target_damage_rate": decision.target_damage_rate, "model_version": decision.model_version,
-            "decided_at": now,
+            "decided_at": now, "provisional": decision.provisional,
         }
         return Outgoing(self.topics.decisions, product, self.serde.encode("pack_type_decision", record, validate=False))
 

@@ -190,3 +190,67 @@ def test_reasons_count_one_damage_in_the_singular() -> None:
     assert "1 damage in 9 poly_bag shipments" in decision.reason and "1 damages" not in decision.reason
     assert trigger is not None and "1 damage in 9 poly_bag shipments" in trigger.reason
     assert "0 damages in 700" in decide(None, {PackType.POLY_BAG: Counts(700, 0)}, NA, MUG_MM).reason
+
+
+# -- provisional decisions: before the product's first model verdict ----------------------------------------
+
+def test_a_decision_awaiting_its_first_verdict_is_provisional_and_asks_no_test() -> None:
+    """The verdict comes within seconds; a test chosen without it would be the lightest type for every product."""
+    decision = decide(None, {}, NA, MUG_MM, awaiting_verdict=True)
+    assert decision.provisional and decision.package_type is PackType.BOX
+    assert decision.test is None and "; test " not in decision.reason
+    assert "provisional" in decision.reason
+    # the model could not score the product (it was asked): statistics decide for good, and a test is asked
+    final = decide(None, {}, NA, MUG_MM)
+    assert not final.provisional and final.test is not None
+    # a verdict ends the provisional state whatever the caller says
+    assert not decide(CONFIDENT, {}, NA, MUG_MM, awaiting_verdict=True).provisional
+
+
+def test_the_first_verdict_replacing_a_provisional_decision_is_no_relabel() -> None:
+    provisional = decide(None, {}, NA, MUG_MM, awaiting_verdict=True)
+    verdict = decide(CONFIDENT, {}, NA, MUG_MM)
+    assert verdict.package_type is not provisional.package_type
+    assert relabel(provisional.package_type, verdict, previous_provisional=True) is None
+    # the same move from a decision that was final is physical work, and says so
+    trigger = relabel(provisional.package_type, verdict)
+    assert trigger is not None and trigger.cause is RelabelCause.LIGHTER_CERTIFIABLE
+
+
+# -- fit: bags and mailers have sizes too -------------------------------------------------------------------
+
+def test_a_bag_or_mailer_the_item_does_not_fit_is_never_chosen_nor_tested() -> None:
+    # LAMP_MM is 200 mm thick: too thick for the default poly bag and padded mailer
+    assert not NA.fits(PackType.POLY_BAG, LAMP_MM) and not NA.fits(PackType.PADDED_MAILER, LAMP_MM)
+    assert NA.fits(PackType.SIOC, LAMP_MM) and NA.fits(PackType.BOX, LAMP_MM)
+    assert decide(CONFIDENT, {}, NA, MUG_MM).package_type is PackType.POLY_BAG
+    lamp = decide(CONFIDENT, {}, NA, LAMP_MM)
+    assert lamp.package_type is PackType.BOX and lamp.status is DecisionStatus.AUTO_CERTIFIED
+    assert "does not fit" in lamp.reason
+    # statistics alone (shipments someone squeezed into bags) do not make it fit either
+    assert decide(None, {PackType.POLY_BAG: Counts(900, 0)}, NA, LAMP_MM).package_type is PackType.BOX
+    # a promising bag it does not fit is not worth a person's test; sioc (its own container) is
+    hopeful = model([0.3, 0.004, 0.003, 0.0001], [False, False, False, True])
+    assert decide(hopeful, {}, NA, MUG_MM).test.package_type is PackType.POLY_BAG
+    assert decide(hopeful, {}, NA, LAMP_MM).test is None
+    assert decide(None, {}, NA, LAMP_MM).test.package_type is PackType.SIOC
+
+
+def test_a_marketplace_with_bigger_bags_fits_the_item() -> None:
+    roomy = Marketplace(**{**NA.__dict__, "poly_bag_max_item_mm": (600.0, 450.0, 250.0)})
+    assert decide(CONFIDENT, {}, roomy, LAMP_MM).package_type is PackType.POLY_BAG
+
+
+item_sizes = st.tuples(*[st.floats(1.0, 700.0)] * 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations(), item_sizes, st.booleans())
+def test_no_decision_or_test_puts_an_item_in_a_package_it_does_not_fit(situation, item_mm, awaiting: bool) -> None:
+    view, counts, _, code = situation
+    market = DEFAULT_MARKETPLACES[code]
+    decision = decide(view, counts, market, item_mm, awaiting_verdict=awaiting)
+    assert market.fits(decision.package_type, item_mm)
+    if decision.test is not None:
+        assert market.fits(decision.test.package_type, item_mm)
+        assert decision.test.weight_saved_g > 0

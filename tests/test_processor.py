@@ -199,13 +199,17 @@ def test_damage_beyond_target_relabels_to_a_heavier_type(processor: Processor) -
 
 
 def test_unchanged_decision_is_not_republished_and_tests_are_requested_once(processor: Processor) -> None:
-    first = damage_events(processor, [shipment("s-1", "box")])
+    hopeful = ModelView(dict(zip(PACK_TYPES, [0.012, 0.02, 0.01, 0.0001])),
+                        dict(zip(PACK_TYPES, [False, False, False, True])), "pw-test-1")
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    first = processor.apply_scores(jobs, [hopeful])
     assert len(decoded(first, "pack-type-decisions", "pack_type_decision")) == 1
     [request] = decoded(first, "test-requests", "test_request")
     assert request["package_type"] == "sioc" and request["current_package_type"] == "box"
     assert request["weight_saved_g"] > 0
-    again = damage_events(processor, [shipment("s-2", "box")])
-    assert again == []
+    assert damage_events(processor, [shipment("s-2", "box")]) == []
+    assert processor.apply_scores(jobs, [hopeful]) == []
 
 
 def test_decision_ids_are_deterministic(clock: Clock) -> None:
@@ -520,3 +524,47 @@ def test_a_product_the_model_cannot_score_is_still_decided_without_a_verdict(pro
     [decision] = [SERDE.decode("pack_type_decision", m.value) for m in out if m.topic.endswith("pack-type-decisions")]
     assert decision["product_id"] == PRODUCT and decision["status"] != "auto_certified"
     assert "model" not in processor.tables.products[PRODUCT]
+
+
+def test_the_first_verdict_replaces_a_provisional_decision_without_a_relabel(processor: Processor) -> None:
+    """Shipments decided a product before its capture was scored: that decision is provisional, asks for no test,
+    and the verdict's decision replaces it without a trigger (no stock was labelled for it)."""
+    processor.on_catalog([catalog()])
+    early = damage_events(processor, [shipment("s-1", "box")])
+    [provisional] = decoded(early, "pack-type-decisions", "pack_type_decision")
+    assert provisional["package_type"] == "box" and provisional["provisional"] is True
+    assert decoded(early, "test-requests", "test_request") == []
+    _, jobs = processor.on_captures([capture()])
+    out = processor.apply_scores(jobs, [SURE])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "poly_bag" and decision["provisional"] is False
+    assert decoded(out, "relabel-triggers", "relabel_trigger") == []
+    # from now on a move is physical work again
+    out = damage_events(processor, [shipment(f"s-{i}") for i in range(2, 102)] + [damage(f"d-{i}") for i in range(6)])
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert (trigger["from_package_type"], trigger["to_package_type"]) == ("poly_bag", "box")
+
+
+def test_a_product_the_model_could_not_score_has_a_final_decision_and_its_moves_relabel(processor: Processor) -> None:
+    from streams.processor import ScoreJob
+
+    job = ScoreJob(PRODUCT, SAMPLES["catalog_update"], None, ("tunnel-captures", 2))
+    out = processor.apply_scores([job], [None])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["provisional"] is False
+    assert len(decoded(out, "test-requests", "test_request")) == 1  # statistics or a person must decide it
+    out = damage_events(processor, [shipment(f"s-{i}") for i in range(1100)])
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert (trigger["from_package_type"], trigger["to_package_type"], trigger["cause"]) == (
+        "box", "poly_bag", "lighter_certifiable")
+
+
+def test_an_item_too_big_for_a_bag_or_mailer_goes_in_a_box_and_no_bag_test_is_asked(processor: Processor) -> None:
+    hopeful = ModelView(dict(zip(PACK_TYPES, [0.3, 0.001, 0.0005, 0.0001])),
+                        dict(zip(PACK_TYPES, [False, True, True, True])), "pw-test-1")
+    processor.on_catalog([catalog(item_length_mm=420.0, item_width_mm=300.0, item_height_mm=200.0)])
+    _, jobs = processor.on_captures([capture()])
+    out = processor.apply_scores(jobs, [hopeful])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "box" and "does not fit" in decision["reason"]
+    assert decoded(out, "test-requests", "test_request") == []
