@@ -215,7 +215,8 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
     async def tunnel_captures(stream: faust.StreamT) -> None:
         await scored_in_background(stream, "tunnel-captures", processor.on_captures)
 
-    @app.agent(raw_topic(names.shipments, names.damage_reports), name="damage-evidence")
+    # test results are per-product evidence like shipments and reports: one agent, one dedup, one decision per flush
+    @app.agent(raw_topic(names.shipments, names.damage_reports, names.test_results), name="damage-evidence")
     @fail_stop
     async def damage_evidence(stream: faust.StreamT) -> None:
         async for events, batch in batches(stream, "damage-evidence", settings.stats_batch_size):

@@ -6,8 +6,10 @@ from prometheus_client import Counter, Histogram
 DEAD_LETTERS = Counter("packwise_dead_letters_total", "Input messages sent to a dead-letter topic.",
                        ["topic", "error_type"])
 DUPLICATES = Counter("packwise_duplicate_events_total",
-                     "Shipments and damage reports skipped because their event id was already applied.", ["topic"])
+                     "Shipments, damage reports and test results skipped because their event id was already applied.", ["topic"])
 DECISIONS = Counter("packwise_decisions_total", "Pack-type decisions published.", ["package_type", "status"])
+TEST_RESULTS = Counter("packwise_test_results_total", "Physical test results applied, by package type and outcome.",
+                       ["package_type", "outcome"])
 RELABELS = Counter("packwise_relabel_triggers_total", "Relabel triggers published.", ["cause"])
 SCORING_SECONDS = Histogram("packwise_scoring_batch_seconds", "Model inference time per scoring batch.",
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))

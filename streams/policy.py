@@ -10,6 +10,12 @@ When the data contradict a type the model certified, the model is set aside for 
 decision is the lightest certifiable type the item fits (bags and mailers have a largest item); with none,
 the box, pending a person's test of the lightest promising lighter type it fits.
 
+Physical test results (a lab's verdict on one package type) are evidence of their own: a pass certifies its
+type unless the field data contradict it (field data always win); a fail rules out its type and every
+lighter one, certified or worth testing, until the product materially changes (the processor then forgets
+its test results). A decision that a test made, or that a failure held heavier than it would otherwise
+be, says so first in its reason (`test_passed: ...`, `test_failed: ...`), and so does its relabel trigger.
+
 A decision made while the product awaits its first model verdict is *provisional*: the warehouse ships in
 it but does not label stock for it, so the verdict that replaces it moves nothing physical (no relabel
 trigger), and it asks for no test (the verdict, seconds away, says which lighter type is worth one).
@@ -33,6 +39,14 @@ TINY = 1e-9  # keeps Beta parameters positive where a side has no evidence at al
 class DecisionStatus(str, enum.Enum):
     AUTO_CERTIFIED = "auto_certified"
     NEEDS_TEST = "needs_test"
+
+
+class TestOutcome(str, enum.Enum):
+    """A physical test's verdict on one package type: every sample passed, or not."""
+
+    __test__ = False  # not a pytest test class, despite its name
+    PASSED = "passed"
+    FAILED = "failed"
 
 
 class RelabelCause(str, enum.Enum):
@@ -66,6 +80,8 @@ class Evidence(NamedTuple):  # a tuple: the statistics path builds four per prod
     damage_rate_upper: float
     contradicted: bool  # observed damages: even the optimistic bound exceeds the target
     certifiable: bool  # for this item: the evidence certifies the type and the item fits it
+    test_passed: bool = False  # a physical test passed it (and no failure of it or a heavier type rules it out)
+    test_ruled_out: bool = False  # a physical test failed it or a heavier type
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,7 @@ class Decision:
     model_version: str | None
     test: TestProposal | None
     provisional: bool = False  # decided while awaiting the product's first model verdict
+    test_outcome: str | None = None  # "test_passed" / "test_failed": a physical test made this decision
 
     def evidence_for(self, pack: PackType) -> Evidence:
         return self.evidence[pack.index]
@@ -131,9 +148,11 @@ def upper_bound(model_probability: float | None, counts: Counts, market: Marketp
 
 
 def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: float, market: Marketplace,
-              model_refuted: bool, fits: bool) -> Evidence:
+              model_refuted: bool, fits: bool, passed: bool = False, ruled_out: bool = False) -> Evidence:
     """Once data refute one of the model's certifications for a product, none of its verdicts count for
-    it, and its prior may only make bounds more cautious (so more damage never certifies a lighter type)."""
+    it, and its prior may only make bounds more cautious (so more damage never certifies a lighter type).
+    A passed physical test certifies like the model's verdict, unless the data contradict it; a failed one
+    (of this type or a heavier one) rules the type out whatever the rest says."""
     probability = model.probabilities[pack] if model else None
     model_certified = bool(model and model.certified.get(pack, False))
     upper = upper_bound(probability, counts, market)
@@ -141,9 +160,10 @@ def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: fl
         upper = max(upper, upper_bound(None, counts, market))
     target = market.target_damage_rate
     contradicted = lower > target
-    certifiable = fits and not contradicted and ((model_certified and not model_refuted) or upper <= target)
+    certifiable = (fits and not contradicted and not ruled_out
+                   and (passed or (model_certified and not model_refuted) or upper <= target))
     return Evidence(pack, probability, model_certified, counts.shipments, counts.damages, lower, upper,
-                    contradicted, certifiable)
+                    contradicted, certifiable, passed and not ruled_out, ruled_out)
 
 
 def _refutation(model: ModelView | None, counts: Mapping[PackType, Counts], lowers: list[float],
@@ -177,19 +197,33 @@ def decide(
     market: Marketplace,
     item_mm: tuple[float, float, float],
     awaiting_verdict: bool = False,
+    tests: Mapping[PackType, TestOutcome] | None = None,
 ) -> Decision:
     """The lightest package type the evidence certifies and the item fits, or the box pending a test.
     `awaiting_verdict`: the product's first model verdict is still to come (without a model view, the
-    decision is then provisional); False when the model was asked and could not score the product."""
+    decision is then provisional); False when the model was asked and could not score the product.
+    `tests`: the latest physical test outcome per package type, since the product last changed materially."""
+    tests = tests or {}
     seen = [counts.get(pack, NO_COUNTS) for pack in PACK_TYPES]
     lowers = [data_lower_bound(c, market) for c in seen]
     refutation = _refutation(model, counts, lowers, market)
     fits = [market.fits(pack, item_mm) for pack in PACK_TYPES]
-    evidence = tuple(_evidence(pack, model, c, lower, market, refutation is not None, fit)
+    failed = [pack for pack in PACK_TYPES if tests.get(pack) is TestOutcome.FAILED]
+    heaviest_failed = failed[-1] if failed else None
+    evidence = tuple(_evidence(pack, model, c, lower, market, refutation is not None, fit,
+                               tests.get(pack) is TestOutcome.PASSED,
+                               heaviest_failed is not None and pack.index <= heaviest_failed.index)
                      for pack, c, lower, fit in zip(PACK_TYPES, seen, lowers, fits))
     target = market.target_damage_rate
     certified = [e for e in evidence if e.certifiable]
-    if certified:
+    test_outcome = None
+    if certified and certified[0].test_passed and not (
+            (certified[0].model_certified and refutation is None) or certified[0].damage_rate_upper <= target):
+        chosen, status, test_outcome = certified[0], DecisionStatus.AUTO_CERTIFIED, "test_passed"
+        reason = (f"test_passed: {chosen.package_type.value} passed a physical test; {_damages(chosen.damages)} in "
+                  f"{chosen.shipments} shipments do not contradict it (lower bound {_pct(chosen.damage_rate_lower)} "
+                  f"<= target {_pct(target)})")
+    elif certified:
         chosen, status = certified[0], DecisionStatus.AUTO_CERTIFIED
         if chosen.model_certified and refutation is None and chosen.damage_rate_upper > target:
             reason = (f"model certifies {chosen.package_type.value} at target {_pct(target)} "
@@ -203,6 +237,11 @@ def decide(
         reason = f"no package type meets target {_pct(target)} yet; box until a physical test says otherwise"
     if refutation:
         reason = f"{refutation}; {reason}"
+    if heaviest_failed is not None and test_outcome is None:
+        if decide(model, counts, market, item_mm, awaiting_verdict).package_type.index < chosen.package_type.index:
+            test_outcome = "test_failed"  # the failure holds the product heavier than the rest would
+        reason = (f"test_failed: {heaviest_failed.value} failed a physical test, which rules it out and every "
+                  f"lighter type until the product changes; {reason}")
     too_small = [pack.value for pack, fit in zip(PACK_TYPES[: chosen.package_type.index], fits) if not fit]
     if too_small:
         size = "x".join(f"{side:.0f}" for side in sorted(item_mm, reverse=True))
@@ -214,7 +253,7 @@ def decide(
     if provisional:
         reason = f"provisional until the model's first verdict: {reason}"
     return Decision(chosen.package_type, status, reason, evidence, target,
-                    model.version if model else None, test, provisional)
+                    model.version if model else None, test, provisional, test_outcome)
 
 
 def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Marketplace,
@@ -225,7 +264,7 @@ def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Mar
     target = market.target_damage_rate
     for e, fit in zip(evidence[: chosen.index], fits):
         promising = e.model_probability is None or e.model_probability <= market.promising_factor * target
-        if fit and promising and not e.contradicted:
+        if fit and promising and not e.contradicted and not e.test_ruled_out:
             saved = market.packaging_weight_g(chosen, item_mm) - market.packaging_weight_g(e.package_type, item_mm)
             return TestProposal(e.package_type, saved, e.model_probability)
     return None
@@ -252,4 +291,8 @@ def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool
     else:
         cause = RelabelCause.RESCORED
         reason = f"a new score no longer certifies {previous.value}: {decision.reason}"
+    if decision.test_outcome and not catalog_changed:
+        # the relabel_trigger contract's causes are a closed Avro enum without a default, so a new symbol would
+        # break its old readers: the test outcome leads the reason instead
+        reason = f"{decision.test_outcome}: moving {previous.value} to {decision.package_type.value}; {decision.reason}"
     return Relabel(previous, decision.package_type, cause, reason, before)

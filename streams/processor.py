@@ -8,7 +8,8 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
 - products:     marketplace, item size, the model's last verdict (or that it was sought and none came), the current
                 decision (and whether it is provisional), tests requested
-- damage_stats: shipments and damages per package type, and the event ids already applied with a digest of
+- damage_stats: shipments and damages per package type, the latest physical test outcome per package type
+                since the product last changed materially, and the event ids already applied with a digest of
                 each, which tells an exact resend (dropped) from another event under the same id (dead-lettered)
 """
 
@@ -27,7 +28,7 @@ from models.packtypes import PACK_TYPES, PackType
 from streams import metrics
 from streams.logs import get_logger
 from streams.marketplaces import Marketplace
-from streams.policy import Counts, Decision, ModelView, Relabel, decide, relabel
+from streams.policy import Counts, Decision, ModelView, Relabel, TestOutcome, decide, relabel
 from streams.serde import Serde, SerdeError
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER_SUFFIX
@@ -132,19 +133,22 @@ class TopicNames:
     decisions: str
     relabels: str
     tests: str
+    test_results: str
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "TopicNames":
         prefix = settings.topic_prefix
         return cls(*(prefix + base for base in (
             "tunnel-captures", "catalog-updates", "shipments", "damage-reports", "pack-type-decisions",
-            "relabel-triggers", "test-requests")))
+            "relabel-triggers", "test-requests", "test-results")))
 
 
 def new_stats() -> dict:
     """Shipments and damages per package type (PACK_TYPES order); per input contract the [partition,
     offset] of the last event applied; the ids of the last RECENT_IDS_KEPT events applied, and in one string
-    the digests of the last of them (DIGEST_CHARS each, in the same order, aligned to the end of `recent`)."""
+    the digests of the last of them (DIGEST_CHARS each, in the same order, aligned to the end of `recent`).
+    Physical test outcomes, once a product has one, are kept under "tests": package type -> "passed" / "failed"
+    (absent from values written before test results existed, and from products never tested)."""
     return {"shipments": [0] * len(PACK_TYPES), "damages": [0] * len(PACK_TYPES), "seen": {}, "recent": [],
             "digests": ""}
 
@@ -280,11 +284,23 @@ class Processor:
         if product in t.pending:
             del t.pending[product]
             jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source))
-        elif previous and (state.get("model") or product in t.captures) and any(
-                previous[f] != record[f] for f in MATERIAL_FIELDS):
-            # a captured product whose first verdict is still being scored (from the old text) is scored again
-            jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source,
-                                 catalog_changed=True))
+        elif previous and any(previous[f] != record[f] for f in MATERIAL_FIELDS):
+            forgot_tests = self._forget_tests(product)
+            if state.get("model") or product in t.captures:
+                # a captured product whose first verdict is still being scored (from the old text) is scored again
+                jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)),
+                                     source, catalog_changed=True))
+            elif forgot_tests:
+                self.undecided[product] = (source, record["marketplace"])
+
+    def _forget_tests(self, product: str) -> bool:
+        """A material change makes a new product as far as the lab is concerned: its test outcomes, passes and
+        failures alike, no longer hold (a pass for the mug says nothing about the vase it became)."""
+        stats = self.tables.damage_stats.get(product)
+        if not stats or not stats.get("tests"):
+            return False
+        self.tables.damage_stats[product] = {**stats, "tests": {}}
+        return True
 
     def _forget(self, product: str) -> list[Outgoing]:
         t = self.tables
@@ -321,7 +337,7 @@ class Processor:
             t.pending[product] = {"since": self.clock(), "partition": message.partition}
 
     def on_damage_events(self, batch: list[Incoming]) -> list[Outgoing]:
-        """Shipments and damage reports: each event counted once; the products are re-decided at the next
+        """Shipments, damage reports and physical test results: each event applied once; the products are re-decided at the next
         state flush (decide_changed). Each product's statistics are read and written once per batch, however
         many of its events it holds (and reach the changelog once per flush).
 
@@ -332,11 +348,12 @@ class Processor:
         resend but another event under a used id: it goes to the dead-letter topic as conflicting_duplicate."""
         out: list[Outgoing] = []
         t = self.tables
-        shipments_topic = self.topics.shipments
+        contracts = {self.topics.shipments: "shipment", self.topics.damage_reports: "damage_report",
+                     self.topics.test_results: "test_result"}
         touched: dict[str, tuple[dict, tuple[str, int], str | None]] = {}  # product -> stats, source, marketplace
         times = self._event_times()
         for message in batch:
-            contract = "shipment" if message.topic == shipments_topic else "damage_report"
+            contract = contracts.get(message.topic, "damage_report")
             read = self._read(message, contract, times, out)
             if read is None:
                 continue
@@ -362,12 +379,19 @@ class Processor:
                         "with other contents; the first one counts, and only an exact resend may repeat an id")))
                 touched[product] = (stats, (message.topic, message.partition), marketplace)
                 continue
-            column = "shipments" if contract == "shipment" else "damages"
-            stats[column][PackType(record["package_type"]).index] += 1
+            if contract == "test_result":  # the latest outcome per type counts
+                passed = record["samples_passed"] == record["samples_tested"]
+                stats.setdefault("tests", {})[record["package_type"]] = (
+                    TestOutcome.PASSED if passed else TestOutcome.FAILED).value
+                metrics.TEST_RESULTS.labels(package_type=record["package_type"],
+                                            outcome="passed" if passed else "failed").inc()
+            else:
+                column = "shipments" if contract == "shipment" else "damages"
+                stats[column][PackType(record["package_type"]).index] += 1
             stats["recent"].append(event_id)
             stats["digests"] += digest
             touched[product] = (stats, (message.topic, message.partition),
-                                record["marketplace"] if contract == "shipment" else marketplace)
+                                record["marketplace"] if contract != "damage_report" else marketplace)
         undecided = self.undecided
         for product, (stats, source, marketplace) in touched.items():
             with self.context(*source):
@@ -440,7 +464,8 @@ class Processor:
         market = self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
         decision = self._decide((tuple(model["p"]), tuple(model["ok"]), model["version"]) if model else None,
                                 tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
-                                tuple(state.get("item_mm") or (0.0, 0.0, 0.0)), not state.get("verdict_sought"))
+                                tuple(state.get("item_mm") or (0.0, 0.0, 0.0)), not state.get("verdict_sought"),
+                                tuple(sorted((stats.get("tests") or {}).items())))
 
         out: list[Outgoing] = []
         previous = state.get("decision")
@@ -467,13 +492,15 @@ class Processor:
         return out
 
     def _decide_uncached(self, model: tuple | None, shipments: tuple[int, ...], damages: tuple[int, ...],
-                         market_code: str, item_mm: tuple[float, float, float], awaiting_verdict: bool) -> Decision:
+                         market_code: str, item_mm: tuple[float, float, float], awaiting_verdict: bool,
+                         tests: tuple[tuple[str, str], ...] = ()) -> Decision:
         """The policy on plain values, so that its answers can be memoized: many products share a model
         verdict-free state or the same counts (Decisions are immutable)."""
         view = ModelView(dict(zip(PACK_TYPES, model[0])), dict(zip(PACK_TYPES, model[1])), model[2]) if model else None
         counts = {p: Counts(shipments[i], damages[i]) for i, p in enumerate(PACK_TYPES)}
         market = self.marketplaces.get(market_code) or self.marketplaces[self.settings.default_marketplace]
-        return decide(view, counts, market, item_mm, awaiting_verdict)
+        outcomes = {PackType(pack): TestOutcome(outcome) for pack, outcome in tests}
+        return decide(view, counts, market, item_mm, awaiting_verdict, outcomes)
 
     def _event_id(self, product: str, kind: str, seq: int | str) -> str:
         """Deterministic ids: a decision re-published after a redelivery carries the same id."""

@@ -27,6 +27,7 @@ ROLES = {
     "catalog": "writes catalog-updates only",
     "shipping": "writes shipments only",
     "returns": "writes damage-reports only",
+    "lab": "writes test-results only",
     "ops": "reads the outputs and the dead letters (which hold customers' words)",
     ADMIN: "everything (super user): creates topics and ACLs, runs the simulator",
 }
@@ -185,7 +186,7 @@ def role_acls(settings: Settings) -> list:
     allow("worker", ResourceType.GROUP, settings.app_id, prefixed, read, describe)  # its group and -restore
     allow("ops", ResourceType.GROUP, "packwise-", prefixed, read, describe)  # watch and inspect readers
     for role, contract in (("conveyor", "tunnel_capture"), ("catalog", "catalog_update"),
-                           ("shipping", "shipment"), ("returns", "damage_report")):
+                           ("shipping", "shipment"), ("returns", "damage_report"), ("lab", "test_result")):
         allow(role, ResourceType.TOPIC, by_contract[contract], literal, write, describe)
     return bindings
 

@@ -45,6 +45,7 @@ CONTRACTS = (
     "catalog_update",
     "shipment",
     "damage_report",
+    "test_result",
     "pack_type_decision",
     "relabel_trigger",
     "test_request",

@@ -49,6 +49,7 @@ _TOPICS = (
     ("catalog-updates", "catalog_update", TopicRole.INPUT, "compact", -1, "latest catalog record per product; null deletes"),
     ("shipments", "shipment", TopicRole.INPUT, "delete", 30, "outbound shipments with their package type"),
     ("damage-reports", "damage_report", TopicRole.INPUT, "delete", 30, "customer damage reports (returns center, reviews, contact)"),
+    ("test-results", "test_result", TopicRole.INPUT, "delete", 30, "physical test results from the labs, per package type"),
     ("pack-type-decisions", "pack_type_decision", TopicRole.OUTPUT, "compact", -1, "latest pack-type decision per product"),
     ("relabel-triggers", "relabel_trigger", TopicRole.OUTPUT, "delete", 30, "relabel stock when evidence contradicts a decision"),
     ("test-requests", "test_request", TopicRole.OUTPUT, "delete", 30, "physical tests for people, with the weight a pass saves"),
@@ -60,7 +61,8 @@ TABLES = {
     "captures": "latest tunnel capture per product",
     "pending": "captures waiting for their catalog record",
     "products": "model verdict, decision and requested tests per product",
-    "damage_stats": "shipments and damages per package type, with the last offsets and event ids applied",
+    "damage_stats": "shipments, damages and physical test outcomes per package type, with the last offsets and "
+                    "event ids applied",
 }
 DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_RETENTION_DAYS = 30

@@ -26,7 +26,7 @@ MAX_MM = 5_000.0
 MAX_PRICE = 1e9
 MAX_G = 100_000.0
 EVENT_TIME_FIELDS = {"tunnel_capture": "captured_at", "catalog_update": "updated_at", "shipment": "shipped_at",
-                     "damage_report": "reported_at"}
+                     "damage_report": "reported_at", "test_result": "tested_at"}
 
 
 class ValidationError(ValueError):
@@ -140,3 +140,10 @@ def validate(contract: str, record: Mapping[str, Any], key: str | None, marketpl
         _marketplace(record, marketplaces)
     elif contract == "damage_report":
         _require(bool(record["reason_code"].strip()), "reason_code is empty")
+    elif contract == "test_result":
+        _marketplace(record, marketplaces)
+        tested, passed = record["samples_tested"], record["samples_passed"]
+        _require(tested >= 1, f"samples_tested={tested} is less than 1 (a test needs a sample)")
+        _require(0 <= passed <= tested, f"samples_passed={passed} is outside [0, samples_tested={tested}]")
+        _require(bool(record["protocol"].strip()), "protocol is empty")
+        _require(bool(record["lab"].strip()), "lab is empty")

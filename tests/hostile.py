@@ -16,7 +16,7 @@ from streams.serde import HEADER, MAGIC_BYTE, Serde
 from tests.samples import PNG_1PX, SAMPLES
 
 BASES = {"tunnel_capture": "tunnel-captures", "catalog_update": "catalog-updates", "shipment": "shipments",
-         "damage_report": "damage-reports"}
+         "damage_report": "damage-reports", "test_result": "test-results"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def corpus(serde: Serde) -> list[Hostile]:
                              (datetime(1, 1, 1, tzinfo=timezone.utc), "event_time"),
                              (datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc), "event_time")]:
             field = {"tunnel_capture": "captured_at", "catalog_update": "updated_at", "shipment": "shipped_at",
-                     "damage_report": "reported_at"}[contract]
+                     "damage_report": "reported_at", "test_result": "tested_at"}[contract]
             add(f"event time {when.year}", contract, reason, _raw(serde, contract, fresh(contract, **{field: when})))
         for millis in (2**62, -2**62):
             add(f"event time {millis} ms", contract, "event_time", _raw_time(serde, contract, fresh(contract), field, millis))
@@ -103,6 +103,12 @@ def corpus(serde: Serde) -> list[Hostile]:
     add("unknown marketplace", "shipment", "not configured", _raw(serde, "shipment", fresh("shipment", marketplace="??")))
     add("empty reason code", "damage_report", "reason_code is empty",
         _raw(serde, "damage_report", fresh("damage_report", reason_code="  ")))
+    add("unknown marketplace", "test_result", "not configured",
+        _raw(serde, "test_result", fresh("test_result", marketplace="XX")))
+    add("no samples tested", "test_result", "samples_tested=0",
+        _raw(serde, "test_result", fresh("test_result", samples_tested=0, samples_passed=0)))
+    add("more passed than tested", "test_result", "samples_passed=2",
+        _raw(serde, "test_result", fresh("test_result", samples_tested=1, samples_passed=2)))
     capture = SAMPLES["tunnel_capture"]
     view = capture["views"][0]
     for label, views, reason in [

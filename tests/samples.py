@@ -43,6 +43,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "package_type": "padded_mailer", "source": "returns_center", "reason_code": "BROKEN",
         "comment": "Henkel abgebrochen", "reported_at": T0,
     },
+    "test_result": {
+        "event_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b08", "product_id": "B07XJ8C8F5", "marketplace": "EU",
+        "package_type": "poly_bag", "protocol": "ISTA 6-Amazon.com SIOC type B", "samples_tested": 5,
+        "samples_passed": 5, "failure_codes": [], "lab": "LAB-DUS1", "tested_at": T0,
+        "request_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b07",
+    },
     "pack_type_decision": {
         "event_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b05", "product_id": "B07XJ8C8F5", "marketplace": "EU",
         "package_type": "padded_mailer", "status": "auto_certified",

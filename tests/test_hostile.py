@@ -23,7 +23,7 @@ def processor() -> Processor:
 
 
 def run(processor: Processor, contract: str, batch: list[Incoming]) -> list:
-    if contract in ("shipment", "damage_report"):
+    if contract in ("shipment", "damage_report", "test_result"):
         return processor.on_damage_events(batch) + processor.decide_changed()
     if contract == "tunnel_capture":
         return processor.on_captures(batch)[0]
@@ -36,7 +36,8 @@ def test_every_hostile_message_is_dead_lettered_and_the_good_ones_around_it_appl
     goods: dict[str, int] = {}
     for contract, base in BASES.items():
         topic = processor.topics.__dict__[{"tunnel_capture": "captures", "catalog_update": "catalog",
-                                           "shipment": "shipments", "damage_report": "damage_reports"}[contract]]
+                                           "shipment": "shipments", "damage_report": "damage_reports",
+                                           "test_result": "test_results"}[contract]]
         batch, expected = [], {}
         offset = 0
         for item in (h for h in hostile if h.contract == contract):

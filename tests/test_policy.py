@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from models.packtypes import PACK_TYPES, PackType
 from streams.marketplaces import DEFAULT_MARKETPLACES, Marketplace
 from streams.policy import (
-    Counts, DecisionStatus, ModelView, RelabelCause, data_lower_bound, decide, relabel, upper_bound,
+    Counts, DecisionStatus, ModelView, RelabelCause, TestOutcome, data_lower_bound, decide, relabel, upper_bound,
 )
 
 NA, EU, JP = (DEFAULT_MARKETPLACES[code] for code in ("NA", "EU", "JP"))
@@ -254,3 +254,54 @@ def test_no_decision_or_test_puts_an_item_in_a_package_it_does_not_fit(situation
     if decision.test is not None:
         assert market.fits(decision.test.package_type, item_mm)
         assert decision.test.weight_saved_g > 0
+
+
+# -- physical test results ------------------------------------------------------------------------------------
+
+PASSED, FAILED = TestOutcome.PASSED, TestOutcome.FAILED
+# The model finds poly_bag promising but certifies nothing lighter than the box.
+UNSURE = model([0.02, 0.008, 0.006, 0.0001], [False, False, False, True])
+
+
+def test_a_passed_test_certifies_its_type_and_moves_the_product_lighter() -> None:
+    before = decide(UNSURE, {}, NA, MUG_MM)
+    after = decide(UNSURE, {}, NA, MUG_MM, tests={PackType.POLY_BAG: PASSED})
+    assert before.package_type is PackType.BOX
+    assert after.package_type is PackType.POLY_BAG and after.status is DecisionStatus.AUTO_CERTIFIED
+    assert after.reason.startswith("test_passed: poly_bag passed a physical test")
+    trigger = relabel(PackType.BOX, after)
+    assert trigger is not None and trigger.cause is RelabelCause.LIGHTER_CERTIFIABLE
+    assert trigger.reason.startswith("test_passed")
+
+
+def test_field_data_refuting_a_passed_test_win() -> None:
+    decision = decide(UNSURE, {PackType.POLY_BAG: Counts(200, 6)}, NA, MUG_MM, tests={PackType.POLY_BAG: PASSED})
+    assert decision.package_type is not PackType.POLY_BAG
+    assert not decision.evidence_for(PackType.POLY_BAG).certifiable
+    assert not decision.reason.startswith("test_passed")
+
+
+def test_a_failed_test_rules_out_its_type_and_every_lighter_one() -> None:
+    decision = decide(CONFIDENT, {}, NA, MUG_MM, tests={PackType.POLY_BAG: FAILED})
+    # the model certifies poly_bag and up; the lab says poly_bag breaks it, so sioc is out too
+    assert decision.package_type is PackType.PADDED_MAILER
+    assert decision.reason.startswith("test_failed: poly_bag failed a physical test")
+    assert not decision.evidence_for(PackType.SIOC).certifiable
+    assert not decision.evidence_for(PackType.POLY_BAG).certifiable
+    trigger = relabel(PackType.POLY_BAG, decision)
+    assert trigger is not None and trigger.reason.startswith("test_failed")
+    # ... and neither is worth another test, however promising the model finds them
+    hopeful = model([0.001, 0.001, 0.012, 0.0001], [False, False, False, True])
+    ruled_out = decide(hopeful, {}, NA, MUG_MM, tests={PackType.POLY_BAG: FAILED})
+    assert ruled_out.package_type is PackType.BOX
+    assert ruled_out.test is not None and ruled_out.test.package_type is PackType.PADDED_MAILER
+
+
+def test_a_failure_outranks_a_pass_of_a_lighter_type() -> None:
+    decision = decide(UNSURE, {}, NA, MUG_MM, tests={PackType.SIOC: PASSED, PackType.PADDED_MAILER: FAILED})
+    assert decision.package_type is PackType.BOX and decision.test is None
+
+
+def test_statistics_certify_a_type_the_lab_failed_no_more() -> None:
+    decision = decide(None, {PackType.POLY_BAG: Counts(900, 0)}, NA, MUG_MM, tests={PackType.POLY_BAG: FAILED})
+    assert decision.package_type is PackType.BOX  # nothing heavier than poly_bag has data or a model yet

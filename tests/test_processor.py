@@ -568,3 +568,81 @@ def test_an_item_too_big_for_a_bag_or_mailer_goes_in_a_box_and_no_bag_test_is_as
     [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
     assert decision["package_type"] == "box" and "does not fit" in decision["reason"]
     assert decoded(out, "test-requests", "test_request") == []
+
+
+# -- physical test results ------------------------------------------------------------------------------------
+
+# The model finds poly_bag worth a test (EU: p <= 4 x 0.4%) but certifies only the box.
+HOPEFUL = ModelView(dict(zip(PACK_TYPES, [0.03, 0.008, 0.006, 0.0001])),
+                    dict(zip(PACK_TYPES, [False, False, False, True])), "pw-test-1")
+
+
+def lab_result(event_id: str, pack: str = "poly_bag", passed: int = 5, **changes: Any) -> Incoming:
+    return message("test-results", "test_result", SAMPLES["test_result"], event_id=event_id, package_type=pack,
+                   samples_tested=5, samples_passed=passed, failure_codes=[] if passed == 5 else ["BROKEN"],
+                   **changes)
+
+
+def scored(processor: Processor, view: ModelView) -> list[Outgoing]:
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    return processor.apply_scores(jobs, [view])
+
+
+def test_a_passed_test_moves_the_product_lighter_once(processor: Processor) -> None:
+    [request] = decoded(scored(processor, HOPEFUL), "test-requests", "test_request")
+    assert (request["package_type"], request["current_package_type"]) == ("poly_bag", "box")
+    passed = lab_result("lab-1", request_id=request["event_id"])
+    out = damage_events(processor, [passed])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "poly_bag" and decision["reason"].startswith("test_passed")
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert (trigger["from_package_type"], trigger["to_package_type"]) == ("box", "poly_bag")
+    assert trigger["cause"] == "lighter_certifiable" and trigger["reason"].startswith("test_passed")
+    # redelivered after a crash, or sent twice by the lab: applied once, nothing published again
+    resent = Incoming(passed.topic, passed.partition, passed.offset + 1, passed.key, passed.value)
+    assert damage_events(processor, [passed, resent]) == []
+
+
+def test_a_failed_test_rules_out_its_type_and_the_lighter_ones(processor: Processor) -> None:
+    scored(processor, SURE)  # poly_bag, certified by the model
+    out = damage_events(processor, [lab_result("lab-1", pack="poly_bag", passed=3)])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "padded_mailer" and decision["reason"].startswith("test_failed")
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert trigger["reason"].startswith("test_failed") and trigger["to_package_type"] == "padded_mailer"
+    assert decoded(out, "test-requests", "test_request") == []  # sioc and poly_bag are not worth a test now
+
+
+def test_field_data_refuting_a_passed_test_win(processor: Processor) -> None:
+    scored(processor, HOPEFUL)
+    damage_events(processor, [lab_result("lab-1")])
+    out = damage_events(processor, [shipment(f"s-{n}") for n in range(200)] + [damage(f"d-{n}") for n in range(6)])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "box" and not decision["reason"].startswith("test_passed")
+
+
+def test_a_material_catalog_change_clears_the_failures(processor: Processor) -> None:
+    scored(processor, SURE)
+    damage_events(processor, [lab_result("lab-1", pack="poly_bag", passed=0)])
+    _, jobs = processor.on_catalog([catalog(price=9.99)])  # not material: the failure stands
+    assert jobs == [] and processor.decide_changed() == []
+    _, jobs = processor.on_catalog([catalog(title="Kaffeebecher aus Emaille, 350 ml")])
+    out = processor.apply_scores(jobs, [SURE])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "poly_bag" and not decision["reason"].startswith("test_failed")
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"samples_tested": 0, "samples_passed": 0}, "samples_tested=0"),
+    ({"samples_tested": 5, "samples_passed": 6}, "samples_passed=6"),
+    ({"samples_tested": 5, "samples_passed": -1}, "samples_passed=-1"),
+    ({"marketplace": "XX"}, "not configured"),
+    ({"protocol": " "}, "protocol is empty"),
+])
+def test_an_impossible_test_result_is_dead_lettered(processor: Processor, changes: dict, reason: str) -> None:
+    bad = message("test-results", "test_result", SAMPLES["test_result"], event_id="lab-bad", **changes)
+    out = damage_events(processor, [bad])
+    [letter] = decoded(out, "test-results.dlq", "dead_letter")
+    assert reason in letter["reason"] and letter["offset"] == bad.offset
+    assert PRODUCT not in processor.tables.damage_stats

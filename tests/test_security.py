@@ -211,3 +211,17 @@ def test_pipeline_over_sasl_ssl_and_roles_keep_to_their_topics(secured, tmp_path
     finally:
         worker.stop()
         assert worker.gone()
+
+
+def test_the_lab_writes_test_results_only_and_the_worker_reads_them() -> None:
+    from confluent_kafka.admin import AclOperation, ResourceType
+
+    from streams.secure_broker import role_acls
+
+    settings = Settings(topic_prefix="t.")
+    topics = {(b.principal, b.name, b.operation) for b in role_acls(settings) if b.restype == ResourceType.TOPIC}
+    assert {name for principal, name, operation in topics
+            if principal == "User:lab" and operation == AclOperation.WRITE} == {"t.test-results"}
+    assert not any(principal == "User:lab" and operation == AclOperation.READ for principal, _, operation in topics)
+    assert ("User:worker", "t.test-results", AclOperation.READ) in topics
+    assert ("User:worker", "t.test-results.dlq", AclOperation.WRITE) in topics

@@ -36,6 +36,10 @@ def test_every_input_has_a_dead_letter_topic(kafka_settings: Settings) -> None:
     dead_letters = {s.name for s in specs if s.role is TopicRole.DEAD_LETTER}
     assert dead_letters == {name + ".dlq" for name in inputs}
     assert {s.name: s.cleanup_policy for s in specs}[kafka_settings.topic_prefix + "catalog-updates"] == "compact"
+    by_name = {s.name: s for s in specs}
+    results, shipments = (by_name[kafka_settings.topic_prefix + base] for base in ("test-results", "shipments"))
+    assert results.role is TopicRole.INPUT and results.contract == "test_result"
+    assert (results.cleanup_policy, results.retention_ms) == (shipments.cleanup_policy, shipments.retention_ms)
 
 
 def test_missing_topics_are_named(kafka_settings: Settings) -> None:
