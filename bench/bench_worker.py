@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_worker.py latency   # capture -> decision latency at a steady rate
     .venv/bin/python bench/bench_worker.py memory    # worker RSS with N products, restart time
     .venv/bin/python bench/bench_worker.py contention  # the model beside a busy event loop: same process or its own
+    .venv/bin/python bench/bench_worker.py security  # statistics and scoring paths: SASL_SSL vs PLAINTEXT, alternating
     .venv/bin/python bench/bench_worker.py all
 
 Each run appends its figures, the command and the machine to bench/RESULTS-worker.md. The machine is
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,15 +41,63 @@ from confluent_kafka import Producer  # noqa: E402
 from models.packtypes import PACK_TYPES  # noqa: E402
 from streams.broker import LocalBroker, free_port  # noqa: E402
 from streams.inspect import read_table, read_topic  # noqa: E402
+from streams.secure_broker import grant_roles  # noqa: E402
+from streams.security import ssl_context  # noqa: E402
 from streams.serde import Serde  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import TopicRole, admin_client, create_topics, producer_config, topic_specs  # noqa: E402
 from streams.workers import READY, WorkerProcess, settings_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS-worker.md"
-BROKER_PID: list[int] = []  # the broker main() started, for CPU accounting
 SERDE = Serde()
 PACKS = [p.value for p in PACK_TYPES]  # the order of every per-type array in damage_stats
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A broker main() started, as the benchmarks use it: its pid for CPU accounting and, when it is secured,
+    the role each client talks as. The benchmark's own clients (topics, producers, offsets, read-backs) are
+    admin; the worker is the worker role, so its reads and writes go through the ACLs as in production."""
+
+    broker: LocalBroker
+    pid: int
+
+    @classmethod
+    def start(cls, folder: Path, secure: bool) -> "Cluster":
+        broker = LocalBroker(folder, free_port(), free_port(), heap="1g", secure=secure)
+        status, _ = broker.start(echo=False)
+        return cls(broker, status.pid)
+
+    @property
+    def name(self) -> str:
+        return "SASL_SSL" if self.broker.secure else "PLAINTEXT"
+
+    def admin(self, settings: Settings) -> Settings:
+        return self.broker.secrets.client_settings(settings, "admin") if self.broker.secure else settings
+
+    def worker(self, settings: Settings) -> Settings:
+        return self.broker.secrets.client_settings(settings, "worker") if self.broker.secure else settings
+
+    def process(self) -> psutil.Process:
+        return psutil.Process(self.pid)
+
+    def create_topics(self, settings: Settings) -> None:
+        """The topics of `settings` (prefix, app id) and, on a secured broker, every role's ACLs for them."""
+        create_topics(settings)
+        if self.broker.secure:
+            grant_roles(settings, settings)
+
+
+def aiokafka_security(settings: Settings) -> dict:
+    """AIOKafkaConsumer's security arguments for `settings` (the worker's own aiokafka clients get theirs
+    through Faust: streams/security.py faust_credentials)."""
+    config: dict = {"security_protocol": settings.kafka_security_protocol}
+    if settings.uses_sasl:
+        config.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_username,
+                      sasl_plain_password=settings.kafka_secret())
+    if settings.uses_tls:
+        config["ssl_context"] = ssl_context(settings)
+    return config
 
 
 def machine() -> str:
@@ -168,7 +218,8 @@ async def plain_loop(settings: Settings, topics: list[str], expected: int) -> fl
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000,
+                                **aiokafka_security(settings))
     await consumer.start()
     seen, started = 0, time.monotonic()
     try:
@@ -298,21 +349,25 @@ class StatsRun:
         return sum(self.written.values())
 
 
-def stats_run(base: Settings, tmp: Path, bundle: Path, data: DataSet, run: int, all_floors: bool) -> StatsRun:
-    """One run on fresh topics: the plain loop, the bare-Faust floor and one packwise worker over the same
-    messages, then the worker's damage_stats read back from its changelog against the ground truth."""
+def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: DataSet, run: int, all_floors: bool,
+              floor: bool = True) -> StatsRun:
+    """One run on fresh topics: the plain loop, the bare-Faust floor (unless `floor` is False) and one packwise
+    worker over the same messages, then the worker's damage_stats read back from its changelog against the
+    ground truth. `base` is the benchmark's own (admin) settings on `cluster`."""
     tag = uuid.uuid4().hex[:6]
     settings = base.replace(app_id=f"bench-stats-{data.name}-{tag}", topic_prefix=f"st{tag}.",
                             web_port=base.web_port if "PACKWISE_WEB_PORT" in os.environ else free_port())
-    create_topics(settings)
+    cluster.create_topics(settings)
     admin = admin_client(settings)
     total = produce(settings, data.produced(settings))
     topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
     plain = asyncio.run(plain_loop(settings, topics, total))
-    broker_process = psutil.Process(BROKER_PID[0])
-    broker_before = sum(broker_process.cpu_times()[:2])
-    floor_rate, floor_cpu = faust_floor(settings, topics, total, tmp, True, False)
-    floor_broker_cpu = sum(broker_process.cpu_times()[:2]) - broker_before
+    broker_process = cluster.process()
+    floor_rate, floor_cpu, floor_broker_cpu = float("nan"), None, float("nan")
+    if floor:
+        broker_before = sum(broker_process.cpu_times()[:2])
+        floor_rate, floor_cpu = faust_floor(settings, topics, total, tmp, True, False)
+        floor_broker_cpu = sum(broker_process.cpu_times()[:2]) - broker_before
     idle_started, idle_before = time.monotonic(), sum(broker_process.cpu_times()[:2])
     time.sleep(3.0)
     broker_idle_rate = (sum(broker_process.cpu_times()[:2]) - idle_before) / (time.monotonic() - idle_started)
@@ -322,9 +377,9 @@ def stats_run(base: Settings, tmp: Path, bundle: Path, data: DataSet, run: int, 
         extra["with the fast path and one table write per event"] = faust_floor(settings, topics, total, tmp, True,
                                                                                 True)[0]
     before = end_offsets(admin, written_topics(settings, admin))
-    state_dir = tmp / f"stats-{data.name}-{run}"
-    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(state_dir)),
-                           tmp / f"stats-{data.name}-{run}.log")
+    state_dir = tmp / f"stats-{data.name}-{run}-{tag}"
+    worker = WorkerProcess(cluster.worker(settings).replace(model_path=str(bundle), state_dir=str(state_dir)),
+                           tmp / f"stats-{data.name}-{run}-{tag}.log")
     worker.start(wait_ready_s=None)
     children: list[psutil.Process] = []
     samples: list[tuple[float, int]] = []  # (time, offsets committed)
@@ -333,7 +388,7 @@ def stats_run(base: Settings, tmp: Path, bundle: Path, data: DataSet, run: int, 
         wait_flow_resumed(worker)
         parent = psutil.Process(worker.process.pid)
         children = parent.children(recursive=True)
-        watched = {"worker": parent, "broker": psutil.Process(BROKER_PID[0]),
+        watched = {"worker": parent, "broker": broker_process,
                    **{f"{child_name(c)} (pid {c.pid})": c for c in children}}
         cpu_before = cpu_seconds(watched)
         window_started = time.monotonic()
@@ -469,8 +524,8 @@ def stats_lines(data: DataSet, runs: list[StatsRun], partitions: int, messages: 
     return lines
 
 
-def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_product: int, resends: int, runs: int,
-                sets: list[str], zipf_s: float, seed: int, all_floors: bool) -> list[str]:
+def bench_stats(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, products: int, per_product: int,
+                resends: int, runs: int, sets: list[str], zipf_s: float, seed: int, all_floors: bool) -> list[str]:
     lines = []
     for name in sets:
         data = evidence_set(name, products, per_product, resends, seed if name == "uniform" else seed + 1,
@@ -478,7 +533,7 @@ def bench_stats(base: Settings, tmp: Path, bundle: Path, products: int, per_prod
         print(f"stats: {name}: {data.description}", flush=True)
         results = []
         for run in range(1, runs + 1):
-            results.append(stats_run(base, tmp, bundle, data, run, all_floors))
+            results.append(stats_run(base, cluster, tmp, bundle, data, run, all_floors))
             r = results[-1]
             print(f"stats: {name} run {run}: worker {figure(r.rate)} events/s, floor {r.floor_rate:,.0f}, "
                   f"worker CPU {r.worker_cpu_us:,.1f} µs/event, broker {r.broker_cpu_us:,.1f}, "
@@ -516,15 +571,18 @@ def faust_floor(settings: Settings, topics: list[str], expected: int, tmp: Path,
     return int(messages) / float(seconds), float(cpu[0]) if cpu else None
 
 
-def capture_messages(settings: Settings, products: int, seed: int):
+def capture_messages(settings: Settings, products: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """The catalog record and one tunnel capture of each product of a generated world. A pass whose every view
+    went missing (the world drops each view 12% of the time) is left out: the worker dead-letters it by design
+    (streams/validation.py), so it never gets a decision to wait for."""
     from models.world import World, WorldConfig, capture_record, catalog_record
     import numpy as np
 
     world = World.generate(WorldConfig(seed=seed, n_products=products))
     rng = np.random.default_rng(seed)
-    catalogs = [catalog_record(p) for p in world.products]
-    captures = [capture_record(p, rng) for p in world.products]
-    return catalogs, captures
+    pairs = [(catalog_record(p), capture_record(p, rng)) for p in world.products]
+    kept = [(catalog, capture) for catalog, capture in pairs if capture["views"]]
+    return [catalog for catalog, _ in kept], [capture for _, capture in kept]
 
 
 def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
@@ -532,31 +590,26 @@ def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
     return {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
 
 
-def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> list[str]:
-    import torch
+@dataclass
+class ScoringRun:
+    rate: float  # captures/s from the first scored decision to the last
+    span_s: float
+    cpu_ms: dict[str, float]  # worker, scoring process, broker: CPU ms per capture while the worker scored
+    settings: Settings  # the run's topics and app id (the benchmark's own, admin, settings)
+    state_dir: Path
 
-    from models.bundle import load_bundle
 
-    settings = base.replace(app_id=f"bench-score-{uuid.uuid4().hex[:6]}", topic_prefix=f"sc{uuid.uuid4().hex[:6]}.")
-    create_topics(settings)
-    catalogs, captures = capture_messages(settings, products, seed=31)
-    loaded = load_bundle(bundle)
-    decoded = [SERDE.decode("tunnel_capture", SERDE.encode("tunnel_capture", c)) for c in captures]
-
-    def offline_rate() -> tuple[float, float]:
-        """captures/s and CPU ms per capture of Bundle.predict in batches of the worker's size"""
-        started, cpu = time.monotonic(), time.process_time()
-        for i in range(0, products, settings.batch_size):
-            loaded.predict(catalogs[i:i + settings.batch_size], decoded[i:i + settings.batch_size])
-        return products / (time.monotonic() - started), (time.process_time() - cpu) * 1000 / products
-
-    all_threads = torch.get_num_threads()
-    offline = [offline_rate() for _ in range(3)]
-    worker_threads = settings.scoring_threads or max(1, len(os.sched_getaffinity(0)) - 1)
-    torch.set_num_threads(worker_threads)
-    offline_same = [offline_rate()[0] for _ in range(3)]
-    del loaded
-    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "scoring")), tmp / "scoring.log")
+def scoring_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, catalogs: list[dict],
+                captures: list[dict]) -> ScoringRun:
+    """One worker on fresh topics: the catalog first, then every capture at once, until each product has a
+    scored decision."""
+    tag = uuid.uuid4().hex[:6]
+    settings = base.replace(app_id=f"bench-score-{tag}", topic_prefix=f"sc{tag}.")
+    cluster.create_topics(settings)
+    products = len(captures)
+    state_dir = tmp / f"scoring-{tag}"
+    worker = WorkerProcess(cluster.worker(settings).replace(model_path=str(bundle), state_dir=str(state_dir)),
+                           tmp / f"scoring-{tag}.log")
     worker.start()
     try:
         produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
@@ -564,7 +617,7 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
         time.sleep(5.0)  # the catalog is in; now the tunnel
         parent = psutil.Process(worker.process.pid)
         scoring = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
-        processes = {"worker": parent, "scoring process": scoring[0], "broker": psutil.Process(BROKER_PID[0])}
+        processes = {"worker": parent, "scoring process": scoring[0], "broker": cluster.process()}
         cpu_before = cpu_seconds(processes)
         produce(settings, ((settings.topic_prefix + "tunnel-captures", c["product_id"], SERDE.encode("tunnel_capture", c))
                            for c in captures))
@@ -579,21 +632,50 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
                     for name, after in cpu_seconds(processes).items()}
     finally:
         worker.stop()
-    wire = statistics.mean(len(SERDE.encode("tunnel_capture", c)) for c in captures)
-    changelog = statistics.mean(len(v) for v in read_table(settings, "captures").values())
-    on_disk = sum(f.stat().st_size for f in (tmp / "scoring").rglob("*")
-                  if f.is_file() and "/captures-" in str(f)) / products
     scored = sorted(d["decided_at"] for d in decisions if d["model_version"])
+    if len(scored) < products:
+        raise RuntimeError(f"the worker decided {len(scored)} of {products} captures in 600 s (log {worker.log_path})")
     span = (scored[-1] - scored[0]).total_seconds()
-    rate = (len(scored) - 1) / span
+    return ScoringRun((len(scored) - 1) / span, span, cpu_used, settings, state_dir)
+
+
+def bench_scoring(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, products: int) -> list[str]:
+    import torch
+
+    from models.bundle import load_bundle
+
+    catalogs, captures = capture_messages(base, products, seed=31)
+    products = len(captures)
+    loaded = load_bundle(bundle)
+    decoded = [SERDE.decode("tunnel_capture", SERDE.encode("tunnel_capture", c)) for c in captures]
+
+    def offline_rate() -> tuple[float, float]:
+        """captures/s and CPU ms per capture of Bundle.predict in batches of the worker's size"""
+        started, cpu = time.monotonic(), time.process_time()
+        for i in range(0, products, base.batch_size):
+            loaded.predict(catalogs[i:i + base.batch_size], decoded[i:i + base.batch_size])
+        return products / (time.monotonic() - started), (time.process_time() - cpu) * 1000 / products
+
+    all_threads = torch.get_num_threads()
+    offline = [offline_rate() for _ in range(3)]
+    worker_threads = base.scoring_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    torch.set_num_threads(worker_threads)
+    offline_same = [offline_rate()[0] for _ in range(3)]
+    del loaded
+    run = scoring_run(base, cluster, tmp, bundle, catalogs, captures)
+    rate, cpu_used = run.rate, run.cpu_ms
+    wire = statistics.mean(len(SERDE.encode("tunnel_capture", c)) for c in captures)
+    changelog = statistics.mean(len(v) for v in read_table(run.settings, "captures").values())
+    on_disk = sum(f.stat().st_size for f in run.state_dir.rglob("*")
+                  if f.is_file() and "/captures-" in str(f)) / products
     median_offline = statistics.median(r for r, _ in offline)
     return [f"scoring path: {products} products, catalog first, then every capture (4 views, 48x48 PNG) at once; "
-            f"batch size {settings.batch_size}",
+            f"batch size {base.batch_size}",
             f"offline Bundle.predict on the same decoded records, {all_threads} torch threads: median "
             f"{median_offline:,.0f} captures/s (runs: {', '.join(f'{r:,.0f}' for r, _ in offline)}), "
             f"{statistics.median(c for _, c in offline):.1f} CPU ms per capture; with the worker's {worker_threads} "
             f"thread(s): median {statistics.median(offline_same):,.0f} captures/s",
-            f"one worker: {rate:,.0f} captures/s (first to last decision: {span:.1f} s)",
+            f"one worker: {rate:,.0f} captures/s (first to last decision: {run.span_s:.1f} s)",
             "CPU ms per capture while the worker scored (captures in, decisions out): "
             + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu_used.items())
             + f"; {sum(cpu_used.values()):.1f} in all, on {len(os.sched_getaffinity(0))} cores",
@@ -602,6 +684,86 @@ def bench_scoring(base: Settings, tmp: Path, bundle: Path, products: int) -> lis
             f"bytes per capture: {wire:,.0f} on the wire, {changelog:,.0f} in the captures changelog (the value), "
             f"{on_disk:,.0f} in the worker's RocksDB (captures store files on disk after a clean stop, WAL "
             f"included)"]
+
+
+def alternating(clusters: list[Cluster], runs: int):
+    """(round, cluster) in the order the runs take turns: A B, B A, A B, ... so that a machine getting slower
+    or faster during the benchmark (a neighbour's job, a broker warming up) weighs on both alike."""
+    for round_ in range(runs):
+        for cluster in (clusters if round_ % 2 == 0 else clusters[::-1]):
+            yield round_, cluster
+
+
+def side_by_side(what: str, values: dict[str, list[float]], fmt: str, plain: str, secure: str) -> str:
+    """One figure on both brokers: the median and every run of each, then secured / plaintext as the ratio of
+    the medians and per round (runs of one round are neighbours in time)."""
+    def summary(name: str) -> str:
+        runs = ", ".join(figure(v, fmt) for v in values[name])
+        return f"{name} median {figure(median(values[name]), fmt)} (runs: {runs})"
+
+    pairs = [s / p for p, s in zip(values[plain], values[secure])]
+    return (f"{what}: {summary(plain)}; {summary(secure)}; {secure} / {plain}: "
+            f"{median(values[secure]) / median(values[plain]):.2f} (per round: {', '.join(f'{r:.2f}' for r in pairs)})")
+
+
+def bench_security(bases: dict[str, Settings], clusters: list[Cluster], tmp: Path, bundle: Path, products: int,
+                   per_product: int, resends: int, runs: int, sets: list[str], zipf_s: float, seed: int,
+                   score_products: int) -> list[str]:
+    """The statistics path and the scoring path over PLAINTEXT and over SASL_SSL (SCRAM-SHA-512, TLS, the
+    StandardAuthorizer with the roles' ACLs), both brokers up for the whole benchmark, runs alternating."""
+    plain, secure = (c.name for c in clusters)
+    order = " ".join("P" if c is clusters[0] else "S" for _, c in alternating(clusters, runs))
+    lines = [f"{secure} (SCRAM-SHA-512 over TLS, StandardAuthorizer; the worker as the `worker` role, the "
+             f"benchmark's own clients as `admin`) vs {plain}: two local brokers of the same build and heap, both "
+             f"up for the whole benchmark; {runs} run(s) per broker and path, each on fresh topics, in the order "
+             f"{order} (P {plain}, S {secure})"]
+    for name in sets:
+        data = evidence_set(name, products, per_product, resends, seed if name == "uniform" else seed + 1,
+                            zipf_s=None if name == "uniform" else zipf_s)
+        messages = len(data.messages)
+        print(f"security: stats: {name}: {data.description}", flush=True)
+        results: dict[str, list[StatsRun]] = {plain: [], secure: []}
+        for round_, cluster in alternating(clusters, runs):
+            r = stats_run(bases[cluster.name], cluster, tmp, bundle, data, round_ + 1, False, floor=False)
+            results[cluster.name].append(r)
+            print(f"security: stats: {name} round {round_ + 1} {cluster.name}: worker {figure(r.rate)} events/s, "
+                  f"CPU {r.worker_cpu_us:,.1f} µs/event, broker {r.broker_cpu_us:,.1f}, plain loop "
+                  f"{r.plain_rate:,.0f} events/s, {len(r.mismatches)} mismatching products", flush=True)
+
+        def each(attribute: str) -> dict[str, list[float]]:
+            return {c: [getattr(r, attribute) for r in rs] for c, rs in results.items()}
+
+        wrong = {c: sum(1 for r in rs if r.mismatches) for c, rs in results.items()}
+        lines += [f"statistics path, {name}: {data.description}; {bases[plain].partitions} partitions; 'per event' is "
+                  f"per message consumed ({messages:,}); no bare-Faust floor here (`stats` has it)",
+                  side_by_side(f"statistics path, {name}: one packwise worker, events/s from its first event to its "
+                               "last", each("rate"), "{:,.0f}", plain, secure),
+                  side_by_side(f"statistics path, {name}: worker CPU µs/event", each("worker_cpu_us"), "{:,.1f}",
+                               plain, secure),
+                  side_by_side(f"statistics path, {name}: broker CPU µs/event over the same window",
+                               each("broker_cpu_us"), "{:,.1f}", plain, secure),
+                  side_by_side(f"statistics path, {name}: plain aiokafka consume+decode loop (no group, no Faust), "
+                               "events/s", each("plain_rate"), "{:,.0f}", plain, secure),
+                  f"statistics path, {name}: damage_stats read back against the ground truth: "
+                  + ("counts exact in every run on both brokers" if not any(wrong.values()) else
+                     "; ".join(f"{c}: {n} of {runs} run(s) with mismatching products" for c, n in wrong.items()))]
+    catalogs, captures = capture_messages(bases[plain], score_products, seed=31)
+    scored: dict[str, list[ScoringRun]] = {plain: [], secure: []}
+    for round_, cluster in alternating(clusters, runs):
+        run = scoring_run(bases[cluster.name], cluster, tmp, bundle, catalogs, captures)
+        scored[cluster.name].append(run)
+        print(f"security: scoring round {round_ + 1} {cluster.name}: {run.rate:,.0f} captures/s, CPU ms/capture "
+              + ", ".join(f"{n} {ms:.1f}" for n, ms in run.cpu_ms.items()), flush=True)
+    lines += [f"scoring path: {len(captures):,} products, catalog first, then every capture (4 views, 48x48 PNG, "
+              f"{statistics.mean(len(SERDE.encode('tunnel_capture', c)) for c in captures):,.0f} bytes on the wire) "
+              f"at once; batch size {bases[plain].batch_size}",
+              side_by_side("scoring path: one worker, captures/s from the first scored decision to the last",
+                           {c: [r.rate for r in rs] for c, rs in scored.items()}, "{:,.0f}", plain, secure)]
+    for process in ("worker", "scoring process", "broker"):
+        lines.append(side_by_side(f"scoring path: {process} CPU ms/capture",
+                                  {c: [r.cpu_ms[process] for r in rs] for c, rs in scored.items()}, "{:.2f}",
+                                  plain, secure))
+    return lines
 
 
 def bench_contention(bundle: Path, products: int = 512, repeats: int = 3) -> list[str]:
@@ -617,6 +779,7 @@ def bench_contention(bundle: Path, products: int = 512, repeats: int = 3) -> lis
     from streams.scoring import ScoringProcess
 
     catalogs, captures = capture_messages(Settings(), products, seed=51)
+    products = len(captures)
     decoded = [SERDE.decode("tunnel_capture", SERDE.encode("tunnel_capture", c)) for c in captures]
     jobs = [ScoreJob(c["product_id"], c, d, ("tunnel-captures", 0)) for c, d in zip(catalogs, decoded)]
     loaded = load_bundle(bundle)
@@ -668,6 +831,7 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
     create_topics(settings)
     count = int(rate * seconds)
     catalogs, captures = capture_messages(settings, count, seed=41)
+    count = len(captures)
     worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "latency")), tmp / "latency.log")
     worker.start()
     try:
@@ -807,31 +971,33 @@ def restore_seconds(worker: WorkerProcess) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["stats", "scoring", "latency", "memory", "contention", "all"])
+    parser.add_argument("which", choices=["stats", "scoring", "latency", "memory", "contention", "security", "all"])
     parser.add_argument("--bundle", type=Path, help="model bundle (default: train a small one)")
     parser.add_argument("--products", type=int, default=5_000, help="stats: products")
     parser.add_argument("--per-product", type=int, default=10, help="stats: events per product (on average, for zipf)")
     parser.add_argument("--resends", type=int, default=550, help="stats: events produced twice in a row per set")
-    parser.add_argument("--runs", type=int, default=3, help="stats: runs per data set, each on fresh topics")
-    parser.add_argument("--sets", default="uniform,zipf", help="stats: data sets to run, comma-separated")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="stats: runs per data set, each on fresh topics; security: runs per broker and path")
+    parser.add_argument("--sets", help="stats, security: data sets to run, comma-separated (default: uniform,zipf "
+                                       "for stats, uniform for security)")
     parser.add_argument("--zipf-s", type=float, default=1.1, help="stats: exponent of the zipf set's product law")
     parser.add_argument("--seed", type=int, default=7, help="stats: seed of the resends and the zipf draws")
     parser.add_argument("--all-floors", action="store_true",
                         help="stats: also the bare-Faust floor without the fast path, and with a table write")
-    parser.add_argument("--score-products", type=int, default=3000, help="scoring: products")
+    parser.add_argument("--score-products", type=int, default=3000, help="scoring, security: products")
     parser.add_argument("--rate", type=float, default=50.0, help="latency: captures per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="latency: duration")
     parser.add_argument("--memory-products", type=int, default=1_000_000, help="memory: products")
     args = parser.parse_args()
-    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    sets_given = args.sets or ("uniform" if args.which == "security" else "uniform,zipf")
+    sets = [name.strip() for name in sets_given.split(",") if name.strip()]
     if not sets or set(sets) - {"uniform", "zipf"} or args.runs < 1:
         parser.error("--sets takes uniform and/or zipf; --runs at least 1")
     command = "python bench/bench_worker.py " + " ".join(sys.argv[1:])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the brokers and the worker
     with tempfile.TemporaryDirectory(prefix="packwise-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        broker = LocalBroker(tmp / "kafka", free_port(), free_port(), heap="1g")
-        broker.start(echo=False)
-        BROKER_PID.append(int(broker.pid_file.read_text().split()[0]))
+        clusters = [Cluster.start(tmp / "kafka", secure=False)]
         try:
             bundle = args.bundle
             if bundle is None:
@@ -839,23 +1005,34 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "streams.cli", "train", "--out", str(bundle), "--products", "1500",
                                 "--epochs", "2", "--seed", "5"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             # worker knobs (PACKWISE_BATCH_WITHIN_S, PACKWISE_SCORING_THREADS, ...) come from the environment
-            base = Settings.from_env().replace(bootstrap_servers=broker.bootstrap, partitions=6, session_timeout_s=10.0,
-                                               topic_prefix="", app_id="packwise")
+            cluster = clusters[0]
+            base = Settings.from_env().replace(bootstrap_servers=cluster.broker.bootstrap, partitions=6,
+                                               session_timeout_s=10.0, topic_prefix="", app_id="packwise")
             if "PACKWISE_WEB_PORT" not in os.environ:
                 base = base.replace(web_port=free_port())
             knobs = {name: value for name, value in settings_env(base).items() if name in os.environ}
             if knobs:
                 command = " ".join(f"{k}={v}" for k, v in sorted(knobs.items())) + " " + command
-            runs = {"stats": lambda: bench_stats(base, tmp, bundle, args.products, args.per_product, args.resends,
-                                                 args.runs, sets, args.zipf_s, args.seed, args.all_floors),
-                    "scoring": lambda: bench_scoring(base, tmp, bundle, args.score_products),
+            def security() -> list[str]:
+                # the secured broker only for this benchmark: its CPU at rest would weigh on the others
+                clusters.append(Cluster.start(tmp / "kafka-secure", secure=True))
+                bases = {c.name: c.admin(base.replace(bootstrap_servers=c.broker.bootstrap)) for c in clusters}
+                return bench_security(bases, clusters, tmp, bundle, args.products, args.per_product, args.resends,
+                                      args.runs, sets, args.zipf_s, args.seed, args.score_products)
+
+            runs = {"stats": lambda: bench_stats(base, cluster, tmp, bundle, args.products, args.per_product,
+                                                 args.resends, args.runs, sets, args.zipf_s, args.seed,
+                                                 args.all_floors),
+                    "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products),
                     "latency": lambda: bench_latency(base, tmp, bundle, args.rate, args.seconds),
                     "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products),
-                    "contention": lambda: bench_contention(bundle)}
+                    "contention": lambda: bench_contention(bundle),
+                    "security": security}
             for name in (runs if args.which == "all" else [args.which]):
                 record(f"worker benchmark: {name}", runs[name](), command)
         finally:
-            broker.stop()
+            for started in clusters:
+                started.broker.stop()
 
 
 if __name__ == "__main__":
