@@ -21,6 +21,8 @@ MEDIA_TYPES = tuple(IMAGE_FORMATS)
 # header is a decompression bomb (a few KB that decode to gigabytes).
 MAX_IMAGE_SIDE = 4096
 MAX_MM = 5_000.0
+MAX_PRODUCT_ID = 128  # an ASIN is 10; room for any catalog's own scheme
+MAX_EVENT_ID = 128  # a UUID is 36
 # Highest price in any currency (a billion yen is under seven million dollars); NaN and infinity fail too. The
 # model reads log(price): an absurd price is an absurd feature, and it made the model certify the lightest type.
 MAX_PRICE = 1e9
@@ -51,8 +53,15 @@ def _require(condition: bool, message: str) -> None:
 def _key_matches(record: Mapping[str, Any], key: str | None) -> None:
     # messages are built only on failure: these checks run for every event
     if key != record["product_id"]:
-        raise ValidationError(f"message key {key!r} differs from product_id {record['product_id']!r}")
+        raise ValidationError(f"message key {key[:80] if key else key!r} differs from product_id "
+                              f"{record['product_id'][:80]!r}")
     _require(bool(key.strip()), "product_id is empty")
+    # ids are kept in state (the product id as a table key, the event ids of the last events applied) and
+    # repeated in every output: bounded, so no state value or output outgrows its record
+    if len(key) > MAX_PRODUCT_ID:
+        raise ValidationError(f"product_id is {len(key):,} characters, more than {MAX_PRODUCT_ID}")
+    if len(record["event_id"]) > MAX_EVENT_ID:
+        raise ValidationError(f"event_id is {len(record['event_id']):,} characters, more than {MAX_EVENT_ID}")
 
 
 def _physical(record: Mapping[str, Any], *fields: str) -> None:

@@ -80,6 +80,11 @@ def corpus(serde: Serde) -> list[Hostile]:
         add("trailing bytes", contract, "bytes after the Avro body", good + b"\x00\x00")
         add("key of another product", contract, "differs from product_id", good, b"SOMEONE-ELSE")
         add("key not UTF-8", contract, "not UTF-8", good, b"\xff\xfe")
+        long_id = "P" * 129  # one past the limit
+        add("product id past its limit", contract, "product_id is 129 characters",
+            _raw(serde, contract, fresh(contract, product_id=long_id)), long_id.encode())
+        add("event id past its limit", contract, "event_id is 129 characters",
+            _raw(serde, contract, fresh(contract, event_id="e" * 129)))
         add("empty product id", contract, "product_id is empty", _raw(serde, contract, fresh(contract, product_id=" ")),
             b" ")
         for when, reason in [(datetime(9999, 12, 31, tzinfo=timezone.utc), "event_time"),

@@ -71,3 +71,17 @@ def test_a_resend_is_silent_and_a_conflicting_one_is_a_dead_letter(processor: Pr
     assert letter["offset"] == 2 and letter["reason"].startswith("conflicting_duplicate")
     stats = processor.tables.damage_stats[key.decode()]
     assert sum(stats["shipments" if contract == "shipment" else "damages"]) == 1
+
+
+@pytest.mark.parametrize("contract", list(BASES))
+def test_ids_at_their_limit_are_accepted(processor: Processor, contract: str) -> None:
+    """The corpus sends ids one character past the limit; at the limit they are events like any other."""
+    from streams.validation import MAX_EVENT_ID, MAX_PRODUCT_ID
+
+    topic = processor.topics.__dict__[{"tunnel_capture": "captures", "catalog_update": "catalog",
+                                       "shipment": "shipments", "damage_report": "damage_reports",
+                                       "test_result": "test_results"}[contract]]
+    product = "P" * MAX_PRODUCT_ID
+    value = SERDE.encode(contract, {**SAMPLES[contract], "product_id": product, "event_id": "e" * MAX_EVENT_ID})
+    out = run(processor, contract, [Incoming(topic, 0, 0, product.encode(), value)])
+    assert [m for m in out if m.topic.endswith(".dlq")] == []
