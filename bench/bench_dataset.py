@@ -34,13 +34,9 @@ PACKS = ("sioc", "poly_bag", "padded_mailer", "box")
 
 
 def record(title: str, lines: list[str], command: str) -> None:
-    from bench_worker import machine
+    import bench_worker
 
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = f"\n## {title} ({stamp})\n\n`{command}` on {machine()}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-    with open(RESULTS, "a", encoding="utf-8") as results:
-        results.write(text)
-    print(text)
+    bench_worker.record(title, lines, command, RESULTS)
 
 
 def child(args: list[str]) -> dict:

@@ -106,11 +106,12 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
 
 
-def record(title: str, lines: list[str], command: str) -> None:
+def record(title: str, lines: list[str], command: str, results: Path = RESULTS) -> None:
+    """Append a result, with the command and the machine, to a RESULTS-*.md file (and print it)."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = f"\n## {title} ({stamp})\n\n`{command}` on {machine()}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-    with open(RESULTS, "a", encoding="utf-8") as results:
-        results.write(text)
+    with open(results, "a", encoding="utf-8") as out:
+        out.write(text)
     print(text)
 
 

@@ -37,11 +37,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.errors import PackwiseError
 from streams.marketplaces import Marketplace, load_marketplaces
-from streams.processor import KEPT_WHOLE, RECORD_OVERHEAD
-from streams.serde import Serde, SerdeError
+from streams.processor import RECORD_OVERHEAD, REJECTIONS, admit
+from streams.serde import Serde
 from streams.settings import Settings
 from streams.topics import client_config, max_record_bytes
-from streams.validation import EVENT_TIME_FIELDS, EventTimes, ValidationError, validate
+from streams.validation import EVENT_TIME_FIELDS, EventTimes
 
 # Input topics (base names, streams/topics.py) and the contract each carries, in landing order
 LANDED = {"catalog-updates": "catalog_update", "tunnel-captures": "tunnel_capture", "shipments": "shipment",
@@ -104,17 +104,13 @@ class Admission:
 
     def read(self, contract: str, key: bytes | None, value: bytes | None,
              timestamp_ms: int) -> tuple[dict | None, str]:
-        """(record, "") for a message the worker accepts; (None, the code of its dead-letter reason) otherwise.
-        The same checks in the same order as Processor._read (streams/processor.py)."""
-        if contract in KEPT_WHOLE and value is not None and len(value) + len(key or b"") > self.max_value_bytes:
-            return None, "too_large"
+        """(record, "") for a message the worker accepts; (None, the code of its dead-letter reason) otherwise:
+        the worker's own admit(), with the message's timestamp standing in for the worker's clock."""
         times = EventTimes(self.earliest, datetime.fromtimestamp(timestamp_ms / 1000 + self.ahead_s, timezone.utc),
                            self.ahead_s)
         try:
-            product = key.decode("utf-8") if key is not None else None
-            record = self.serde.decode(contract, value)
-            validate(contract, record, product, self.marketplaces, times)
-        except (SerdeError, ValidationError, UnicodeDecodeError) as error:
+            _, record = admit(contract, key, value, self.serde, self.marketplaces, times, self.max_value_bytes)
+        except REJECTIONS as error:
             return None, reason_code(error)
         return record, ""
 

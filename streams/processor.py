@@ -62,6 +62,27 @@ class TooLarge(ValueError):
     """A message too large to keep in state, or to dead-letter whole."""
 
 
+# What admit() raises for a message the worker refuses (each becomes a dead letter with its reason).
+REJECTIONS = (SerdeError, ValidationError, UnicodeDecodeError, TooLarge)
+
+
+def admit(contract: str, key: bytes | None, value: bytes | None, serde: Serde, marketplaces: Mapping[str, Marketplace],
+          times: EventTimes, max_value_bytes: int) -> tuple[str | None, dict]:
+    """The worker's rules for one input message, in order: its size (catalog records and captures are kept
+    whole in state), its wire format and contract, its values. (product id, record), or one of REJECTIONS
+    saying why not. `packwise dataset build` lands by the same function, so what the worker dead-letters never
+    becomes training data."""
+    if contract in KEPT_WHOLE and value is not None:
+        size = len(value) + len(key or b"")
+        if size > max_value_bytes:
+            raise TooLarge(f"too_large: the {contract} message is {size:,} bytes with its key; the worker keeps it "
+                           f"whole in its state, whose changelog records hold at most {max_value_bytes:,}")
+    product = key.decode("utf-8") if key is not None else None
+    record = serde.decode(contract, value)
+    validate(contract, record, product, marketplaces, times)
+    return product, record
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One consumed message, exactly as read."""
@@ -207,21 +228,12 @@ class Processor:
     def _read(self, message: Incoming, contract: str, times: EventTimes,
               out: list[Outgoing]) -> tuple[str, dict] | None:
         """(product id, record) of a valid message; anything else goes to the dead-letter topic."""
-        if contract in KEPT_WHOLE and message.value is not None:
-            size = len(message.value) + len(message.key or b"")
-            if size > self.limits.max_value_bytes:
-                out.append(self._dead_letter(message, TooLarge(
-                    f"too_large: the {contract} message is {size:,} bytes with its key; the worker keeps it whole "
-                    f"in its state, whose changelog records hold at most {self.limits.max_value_bytes:,}")))
-                return None
         try:
-            key = message.key.decode("utf-8") if message.key is not None else None
-            record = self.serde.decode(contract, message.value)
-            validate(contract, record, key, self.marketplaces, times)
-        except (SerdeError, ValidationError, UnicodeDecodeError) as error:
+            return admit(contract, message.key, message.value, self.serde, self.marketplaces, times,
+                         self.limits.max_value_bytes)
+        except REJECTIONS as error:
             out.append(self._dead_letter(message, error))
             return None
-        return key, record
 
     def _dead_letter(self, message: Incoming, error: Exception) -> Outgoing:
         """The message, its coordinates and the reason, as one dead letter that fits the dead-letter topic:
