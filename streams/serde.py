@@ -290,7 +290,7 @@ class Serde:
                                 else EmbeddedIds())
         self._current: dict[str, Contract] = {}
         self._by_id: dict[int, Contract] = {}
-        self._rejected: dict[int, tuple[str, float]] = {}  # schema id -> (reason, until: monotonic seconds)
+        self._rejected: dict[int, tuple[Any, float]] = {}  # schema id -> (what the registry said, until)
         for name, versions in load_schema_files(schemas_dir).items():
             # with a registry, only the current version is looked up: older ones are fetched by id if read
             for schema in versions if not registry_url else versions[-1:]:
@@ -414,29 +414,32 @@ class Serde:
         return contract
 
     def _fetch(self, schema_id: int, reader: Contract) -> Contract:
-        """A writer schema this process does not ship, from the registry (by id only: never registered)."""
-        rejected = self._rejected.get(schema_id)
-        if rejected is not None and rejected[1] > time.monotonic():
-            raise WrongContract(rejected[0]) if rejected[0].startswith("wrong_contract") else SerdeError(rejected[0])
-        schema = self._ids.schema_for(schema_id)
-        problem = None
+        """A writer schema this process does not ship, from the registry (by id only: never registered). What
+        the registry said of an id that cannot be used is remembered, so a stream of them costs one call."""
+        remembered = self._rejected.get(schema_id)
+        if remembered is not None and remembered[1] > time.monotonic():
+            schema = remembered[0]
+        else:
+            schema = self._ids.schema_for(schema_id)
+        contract: Contract | None = None
         if schema is None:
-            problem = (f"{reader.name} message has unknown schema id {schema_id}: not in the shipped schemas "
-                       "nor the configured registry")
+            error: SerdeError = SerdeError(f"{reader.name} message has unknown schema id {schema_id}: not in the "
+                                           "shipped schemas nor the configured registry")
         elif isinstance(schema, str) or not isinstance(schema, dict) or schema.get("type") != "record":
             what = schema if isinstance(schema, str) else f"schema id {schema_id} is not an Avro record"
-            problem = f"wrong_contract: {reader.name} message was written with {what}, not a version of " \
-                      f"'{reader.full_name}'"
+            error = WrongContract(f"wrong_contract: {reader.name} message was written with {what}, not a version "
+                                  f"of '{reader.full_name}'")
         else:
             try:
                 contract = self._parse(reader.name, schema, schema_id)
-            except SerdeError as error:
-                problem = f"wrong_contract: {reader.name} message was written with schema id {schema_id}: {error}"
-        if problem is not None:
+            except SerdeError as parse_error:
+                error = WrongContract(f"wrong_contract: {reader.name} message was written with schema id "
+                                      f"{schema_id}: {parse_error}")
+        if contract is None:
             if len(self._rejected) >= REJECTED_IDS_KEPT:
                 self._rejected.clear()
-            self._rejected[schema_id] = (problem, time.monotonic() + REJECTED_ID_TTL_S)
-            raise WrongContract(problem) if problem.startswith("wrong_contract") else SerdeError(problem)
+            self._rejected[schema_id] = (schema, time.monotonic() + REJECTED_ID_TTL_S)
+            raise error
         self._by_id[schema_id] = contract
         return contract
 

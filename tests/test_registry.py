@@ -61,6 +61,9 @@ def test_a_third_party_schema_is_a_wrong_contract_and_nothing_is_registered(stri
     calls = len(strict_registry.requests)
     with pytest.raises(WrongContract):
         serde.decode("shipment", data)
+    with pytest.raises(WrongContract, match="wrong_contract: damage_report message .* not a version of "
+                                            "'dev.packwise.events.DamageReport'"):
+        serde.decode("damage_report", data)
     assert len(strict_registry.requests) == calls
 
 
@@ -118,6 +121,11 @@ def test_an_unknown_schema_id_is_a_serde_error_and_a_silent_registry_stops_the_w
     unknown = struct.pack(">bI", 0, 99_999) + b"\x00"
     with pytest.raises(SerdeError, match="unknown schema id 99999"):
         serde.decode("shipment", unknown)
+    calls = len(strict_registry.requests)
+    # remembered: the same id on another topic costs no call, and its reason names that topic's contract
+    with pytest.raises(SerdeError, match="^damage_report message has unknown schema id 99999"):
+        serde.decode("damage_report", unknown)
+    assert len(strict_registry.requests) == calls
     strict_registry.stop()  # a registry that does not answer says nothing about the message: no dead letter
     with pytest.raises(RegistryUnavailable, match="did not answer"):
         serde.decode("shipment", struct.pack(">bI", 0, 12_345) + b"\x00")
