@@ -15,6 +15,9 @@ type unless the field data contradict it (field data always win); a fail rules o
 lighter one, certified or worth testing, until the product materially changes (the processor then forgets
 its test results). A decision that a test made, or that a failure held heavier than it would otherwise
 be, says so first in its reason (`test_passed: ...`, `test_failed: ...`), and so does its relabel trigger.
+A test stops being worth asking for (`withdrawal_reason`) on the same conditions that keep the policy from
+proposing it: the decision reaches its type, a failure or the field data rule the type out, the item does
+not fit it, or the model no longer finds it promising; the processor then withdraws the open request.
 
 A decision made while the product awaits its first model verdict is *provisional*: the warehouse ships in
 it but does not label stock for it, so the verdict that replaces it moves nothing physical (no relabel
@@ -261,13 +264,36 @@ def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Mar
     """The lightest type lighter than `chosen` that the item fits, the data do not rule out and the model finds
     promising (any such type when the model could not score the product): the test that would save the most
     packaging."""
-    target = market.target_damage_rate
     for e, fit in zip(evidence[: chosen.index], fits):
-        promising = e.model_probability is None or e.model_probability <= market.promising_factor * target
-        if fit and promising and not e.contradicted and not e.test_ruled_out:
+        if _not_worth_testing(e, fit, chosen, market) is None:
             saved = market.packaging_weight_g(chosen, item_mm) - market.packaging_weight_g(e.package_type, item_mm)
             return TestProposal(e.package_type, saved, e.model_probability)
     return None
+
+
+def _not_worth_testing(e: Evidence, fit: bool, chosen: PackType, market: Marketplace) -> str | None:
+    """Why a physical test of e's type would not serve a product decided `chosen`, or None when it would."""
+    pack, target = e.package_type, market.target_damage_rate
+    if pack.index >= chosen.index:
+        return f"the decision is {chosen.value}: a pass of {pack.value} would save nothing"
+    if e.test_ruled_out:
+        return f"a failed physical test rules out {pack.value}"
+    if e.contradicted:
+        return (f"field data contradict {pack.value}: {_damages(e.damages)} in {e.shipments} shipments (lower bound "
+                f"{_pct(e.damage_rate_lower)} > target {_pct(target)})")
+    if not fit:
+        return f"the item does not fit a {pack.value}"
+    if e.model_probability is not None and e.model_probability > market.promising_factor * target:
+        return f"the model no longer finds {pack.value} promising (p={_pct(e.model_probability)})"
+    return None
+
+
+def withdrawal_reason(decision: Decision, tested: PackType, market: Marketplace,
+                      item_mm: tuple[float, float, float]) -> str | None:
+    """Why a test of `tested` no longer serves under `decision` (its open request is withdrawn), or None while
+    the type is still worth testing: the same conditions as the test the policy proposes."""
+    return _not_worth_testing(decision.evidence_for(tested), market.fits(tested, item_mm), decision.package_type,
+                              market)
 
 
 def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool = False,

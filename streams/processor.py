@@ -7,7 +7,10 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - captures:     the latest tunnel capture, as its wire bytes (re-scoring after a catalog change needs it)
 - pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
 - products:     marketplace, item size, the model's last verdict (or that it was sought and none came), the current
-                decision (and whether it is provisional), tests requested
+                decision (and whether it is provisional), and its open test request under "request": {"n": requests
+                made so far, and while one is open "type", "from" (the decision it was asked under), "g" (grams a pass
+                saves), "at" (when asked, epoch ms)}. Workers before the request lifecycle kept instead "tests", the
+                types they ever requested; such a product's requests are closed at its next decision.
 - damage_stats: shipments and damages per package type, the latest physical test outcome per package type
                 since the product last changed materially, and the event ids already applied with a digest of
                 each, which tells an exact resend (dropped) from another event under the same id (dead-lettered)
@@ -15,12 +18,13 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Mapping, MutableMapping
 
@@ -28,7 +32,7 @@ from models.packtypes import PACK_TYPES, PackType
 from streams import metrics
 from streams.logs import get_logger
 from streams.marketplaces import Marketplace
-from streams.policy import Counts, Decision, ModelView, Relabel, TestOutcome, decide, relabel
+from streams.policy import Counts, Decision, ModelView, Relabel, TestOutcome, decide, relabel, withdrawal_reason
 from streams.serde import Serde, SerdeError
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER_SUFFIX
@@ -164,6 +168,27 @@ class TopicNames:
             "relabel-triggers", "test-requests", "test-results")))
 
 
+class RequestStatus(str, enum.Enum):
+    """Where a test request stands (the Avro enum TestRequestStatus)."""
+
+    OPEN = "open"
+    ANSWERED = "answered"  # a test result named it, or tested its type
+    WITHDRAWN = "withdrawn"  # the decision made it moot, the type was ruled out, or the product left the catalog
+    SUPERSEDED = "superseded"  # a new request for the product replaces it
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """A test request the worker published and has not closed: what its closing record repeats."""
+
+    request_id: str
+    package_type: str
+    current_package_type: str
+    weight_saved_g: float
+    requested_at_ms: int
+    legacy: bool = False  # asked by a worker before the request lifecycle (state["tests"])
+
+
 def new_stats() -> dict:
     """Shipments and damages per package type (PACK_TYPES order); per input contract the [partition,
     offset] of the last event applied; the ids of the last RECENT_IDS_KEPT events applied, and in one string
@@ -197,6 +222,17 @@ def applied_digest(stats: dict, event_id: str) -> str | None:
 
 def _millis_now(clock: Callable[[], float]) -> datetime:
     return datetime.fromtimestamp(round(clock(), 3), tz=timezone.utc)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _to_millis(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _from_millis(millis: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=millis)
 
 
 class Processor:
@@ -316,10 +352,14 @@ class Processor:
 
     def _forget(self, product: str) -> list[Outgoing]:
         t = self.tables
-        had_decision = bool((t.products.get(product) or {}).get("decision"))
+        state = t.products.get(product) or {}
+        out = [Outgoing(self.topics.decisions, product, None)] if state.get("decision") else []
+        now = _millis_now(self.clock)
+        out += [self._closing_message(product, state, request, RequestStatus.WITHDRAWN, "the product left the catalog",
+                                      now) for request in self._open_requests(product, state)]
         for table in (t.catalog, t.captures, t.pending, t.products):
             table.pop(product, None)
-        return [Outgoing(self.topics.decisions, product, None)] if had_decision else []
+        return out
 
     def on_captures(self, batch: list[Incoming]) -> tuple[list[Outgoing], list[ScoreJob]]:
         out: list[Outgoing] = []
@@ -397,6 +437,8 @@ class Processor:
                     TestOutcome.PASSED if passed else TestOutcome.FAILED).value
                 metrics.TEST_RESULTS.labels(package_type=record["package_type"],
                                             outcome="passed" if passed else "failed").inc()
+                with self.context(message.topic, message.partition):
+                    out += self._answer_requests(product, record, passed)
             else:
                 column = "shipments" if contract == "shipment" else "damages"
                 stats[column][PackType(record["package_type"]).index] += 1
@@ -473,7 +515,7 @@ class Processor:
         model = state.get("model")
         if stats is None:
             stats = stats_of(t.damage_stats.get(product))
-        market = self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
+        market = self._market(state)
         decision = self._decide((tuple(model["p"]), tuple(model["ok"]), model["version"]) if model else None,
                                 tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
                                 tuple(state.get("item_mm") or (0.0, 0.0, 0.0)), not state.get("verdict_sought"),
@@ -488,19 +530,113 @@ class Processor:
             seq = (previous or {}).get("seq", 0) + 1
             state["decision"] = {**current, "seq": seq}
             now = _millis_now(self.clock)
-            out.append(self._decision_message(product, market, decision, seq, now))
+            out.append(self._decision_message(product, market, decision, seq, now,
+                                              tuple(state.get("item_mm") or (0.0, 0.0, 0.0))))
             metrics.DECISIONS.labels(package_type=decision.package_type.value, status=decision.status.value).inc()
             trigger = relabel(PackType(previous["package_type"]) if previous else None, decision, catalog_changed,
                               bool(previous and previous.get("provisional")))
             if trigger is not None:
                 out.append(self._relabel_message(product, market, trigger, decision, seq, now))
                 metrics.RELABELS.labels(cause=trigger.cause.value).inc()
-        requested = state.setdefault("tests", [])
-        if decision.test and decision.test.package_type.value not in requested:
-            requested.append(decision.test.package_type.value)
-            out.append(self._test_message(product, market, decision, now or _millis_now(self.clock)))
+        out += self._follow_requests(product, state, stats, market, decision,
+                                     previous["package_type"] if previous else None, now)
         if out or changed:
             t.products[product] = state
+        return out
+
+    def _market(self, state: Mapping[str, Any]) -> Marketplace:
+        return self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
+
+    # -- test requests ---------------------------------------------------------------------------------
+
+    def _open_requests(self, product: str, state: Mapping[str, Any], current: str | None = None) -> list[OpenRequest]:
+        """The product's open test requests: the one its state holds, and those a worker before the request
+        lifecycle asked for (state["tests"]; named by their type, asked under `current`, the decision then)."""
+        requests = []
+        request = state.get("request")
+        if request and "type" in request:
+            requests.append(OpenRequest(self._event_id(product, "test", request["n"]), request["type"], request["from"],
+                                        request["g"], request["at"]))
+        legacy = state.get("tests")
+        if legacy:
+            current = current or (state.get("decision") or {}).get("package_type") or PackType.BOX.value
+            market, item_mm = self._market(state), tuple(state.get("item_mm") or (0.0, 0.0, 0.0))
+            # what an old request saved and when it was made were not kept: its weight is the configured one's,
+            # and its time the closing one's
+            asked_at = _to_millis(_millis_now(self.clock))
+            for pack in legacy:
+                saved = (market.packaging_weight_g(PackType(current), item_mm)
+                         - market.packaging_weight_g(PackType(pack), item_mm))
+                requests.append(OpenRequest(self._event_id(product, "test", pack), pack, current, max(saved, 0.0),
+                                            asked_at, legacy=True))
+        return requests
+
+    def _follow_requests(self, product: str, state: dict, stats: Mapping[str, Any], market: Marketplace,
+                         decision: Decision, previous: str | None, now: datetime | None) -> list[Outgoing]:
+        """Keep the product's test request in step with its decision: the test the policy proposes (under the
+        decision it was asked in, for the saving it was asked for) is the one open request; any other closes
+        first: answered when its type has a test outcome, withdrawn when the decision makes it moot, superseded
+        when a new request replaces it."""
+        proposal = decision.test
+        request = state.get("request") or {}
+        wanted = ((proposal.package_type.value, decision.package_type.value, proposal.weight_saved_g)
+                  if proposal else None)
+        held = (request["type"], request["from"], request["g"]) if "type" in request else None
+        legacy = state.pop("tests", None)
+        if held == wanted and not legacy:
+            return []  # most re-decisions: nothing to ask, or the same test still open
+        now = now or _millis_now(self.clock)
+        n = request.get("n", 0)
+        opening = wanted is not None and held != wanted
+        new_id = self._event_id(product, "test", n + 1) if opening else None
+        kept = self._event_id(product, "test", n) if held is not None and held == wanted else None
+        item_mm = tuple(state.get("item_mm") or (0.0, 0.0, 0.0))
+        out = []
+        for old in self._open_requests(product, {**state, "tests": legacy}, previous):
+            if old.request_id == kept:
+                continue
+            outcome = (stats.get("tests") or {}).get(old.package_type)
+            moot = withdrawal_reason(decision, PackType(old.package_type), market, item_mm)
+            if outcome is not None:  # a result whose answer was not recorded (a crash between two flushes)
+                status, reason = RequestStatus.ANSWERED, f"{old.package_type} {outcome} a physical test"
+            elif moot is not None:
+                status, reason = RequestStatus.WITHDRAWN, moot
+            elif new_id is not None:
+                status, reason = RequestStatus.SUPERSEDED, (
+                    f"replaced by a test of {wanted[0]} while the product ships in {wanted[1]} (saves "
+                    f"{wanted[2]:.0f} g per unit)")
+            else:
+                status, reason = RequestStatus.WITHDRAWN, "no physical test is proposed for the product now"
+            out.append(self._closing_message(product, state, old, status, reason, now,
+                                             new_id if status is RequestStatus.SUPERSEDED else None))
+        if opening:
+            state["request"] = {"n": n + 1, "type": wanted[0], "from": wanted[1], "g": wanted[2],
+                                "at": _to_millis(now)}
+            out.append(self._test_message(product, market, decision, n + 1, now))
+        elif wanted is None and n:
+            state["request"] = {"n": n}
+        return out
+
+    def _answer_requests(self, product: str, result: Mapping[str, Any], passed: bool) -> list[Outgoing]:
+        """Close as answered the product's open request that a test result names, or whose type it tested."""
+        state = self.tables.products.get(product)
+        if not state:
+            return []
+        out = []
+        for request in self._open_requests(product, state):
+            if result["request_id"] != request.request_id and result["package_type"] != request.package_type:
+                continue
+            reason = (f"{result['package_type']} {'passed' if passed else 'failed'} a physical test: "
+                      f"{result['samples_passed']} of {result['samples_tested']} samples undamaged "
+                      f"({result['protocol']}, lab {result['lab']})")
+            out.append(self._closing_message(product, state, request, RequestStatus.ANSWERED, reason,
+                                             _millis_now(self.clock)))
+            if request.legacy:
+                state["tests"] = [pack for pack in state["tests"] if pack != request.package_type]
+            else:
+                state["request"] = {"n": state["request"]["n"]}
+        if out:
+            self.tables.products[product] = state
         return out
 
     def _decide_uncached(self, model: tuple | None, shipments: tuple[int, ...], damages: tuple[int, ...],
@@ -519,7 +655,7 @@ class Processor:
         return str(uuid.uuid5(EVENT_NAMESPACE, f"{product}/{kind}/{seq}"))
 
     def _decision_message(self, product: str, market: Marketplace, decision: Decision, seq: int,
-                          now: datetime) -> Outgoing:
+                          now: datetime, item_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Outgoing:
         record = {
             "event_id": self._event_id(product, "decision", seq), "product_id": product,
             "marketplace": market.code, "package_type": decision.package_type.value,
@@ -530,6 +666,9 @@ class Processor:
                          for e in decision.evidence],
             "target_damage_rate": decision.target_damage_rate, "model_version": decision.model_version,
             "decided_at": now, "provisional": decision.provisional,
+            # what ops total as "packaging saved against all-box" (the console, dashboards)
+            "packaging_weight_g": market.packaging_weight_g(decision.package_type, item_mm),
+            "all_box_weight_g": market.packaging_weight_g(PackType.BOX, item_mm),
         }
         return Outgoing(self.topics.decisions, product, self.serde.encode("pack_type_decision", record, validate=False))
 
@@ -545,14 +684,31 @@ class Processor:
         }
         return Outgoing(self.topics.relabels, product, self.serde.encode("relabel_trigger", record, validate=False))
 
-    def _test_message(self, product: str, market: Marketplace, decision: Decision, now: datetime) -> Outgoing:
+    def _test_message(self, product: str, market: Marketplace, decision: Decision, n: int, now: datetime) -> Outgoing:
+        """The product's n-th test request, open. (Workers before the request lifecycle named a request by its
+        type, product/test/<type>; numbered ids never meet those.)"""
         test = decision.test
         assert test is not None
+        request_id = self._event_id(product, "test", n)
         record = {
-            "event_id": self._event_id(product, "test", test.package_type.value), "product_id": product,
+            "event_id": request_id, "product_id": product,
             "marketplace": market.code, "package_type": test.package_type.value,
             "current_package_type": decision.package_type.value, "weight_saved_g": test.weight_saved_g,
             "model_probability": test.model_probability, "model_version": decision.model_version,
-            "requested_at": now,
+            "requested_at": now, "status": RequestStatus.OPEN.value, "request_id": request_id,
+        }
+        return Outgoing(self.topics.tests, product, self.serde.encode("test_request", record, validate=False))
+
+    def _closing_message(self, product: str, state: Mapping[str, Any], request: OpenRequest, status: RequestStatus,
+                         reason: str, now: datetime, superseded_by: str | None = None) -> Outgoing:
+        """The record that closes `request`: the request's own fields again, and how and why it closed."""
+        record = {
+            "event_id": self._event_id(product, status.value, request.request_id), "product_id": product,
+            "marketplace": self._market(state).code, "package_type": request.package_type,
+            "current_package_type": request.current_package_type, "weight_saved_g": request.weight_saved_g,
+            "model_probability": None, "model_version": (state.get("model") or {}).get("version"),
+            "requested_at": _from_millis(request.requested_at_ms),
+            "status": status.value, "request_id": request.request_id, "closed_at": now, "reason": reason,
+            "superseded_by": superseded_by,
         }
         return Outgoing(self.topics.tests, product, self.serde.encode("test_request", record, validate=False))

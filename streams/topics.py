@@ -52,7 +52,7 @@ _TOPICS = (
     ("test-results", "test_result", TopicRole.INPUT, "delete", 30, "physical test results from the labs, per package type"),
     ("pack-type-decisions", "pack_type_decision", TopicRole.OUTPUT, "compact", -1, "latest pack-type decision per product"),
     ("relabel-triggers", "relabel_trigger", TopicRole.OUTPUT, "delete", 30, "relabel stock when evidence contradicts a decision"),
-    ("test-requests", "test_request", TopicRole.OUTPUT, "delete", 30, "physical tests for people, with the weight a pass saves"),
+    ("test-requests", "test_request", TopicRole.OUTPUT, "delete", 30, "physical tests for people, opened and closed, with the weight a pass saves"),
 )
 # The worker's tables (streams/app.py), whose changelogs `topics create` makes up front: a worker then
 # never starts before its changelogs exist, and they are co-partitioned with the inputs from day one.

@@ -81,6 +81,8 @@ class RequestedTest:
     weight_saved_g: float
     model_version: str | None
     requested_at: datetime
+    request_id: str
+    legacy: bool = False  # published before requests had a lifecycle: the decisions say when it closed
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,13 @@ def _lighter_or_same(package_type: str, than: str) -> bool:
 class WatchState:
     """The latest decision per product, the recent triggers and the open test requests.
 
-    Decisions and test requests are kept for every product and filtered when asked, because a test request
+    A test request is open from its `open` record until the record that closes it (answered, withdrawn,
+    superseded), which the worker publishes on the same topic under the same key, so in order: the open
+    requests are the worker's, whatever order the three topics are read in. A request published before
+    requests had a lifecycle (no request_id) gets no closing record: it closes when its product's decision
+    reaches the tested type or the product leaves the catalog.
+
+    Decisions and test requests are kept for every product and filtered when asked, because such a request
     closes on its product's decision whatever the filter; triggers are filtered as they arrive and only
     the latest TRIGGERS_KEPT are kept."""
 
@@ -128,7 +136,7 @@ class WatchState:
     decisions: dict[str, DecisionRow] = field(default_factory=dict)
     triggers: deque[TriggerRow] = field(default_factory=lambda: deque(maxlen=TRIGGERS_KEPT))
     trigger_causes: Counter[str] = field(default_factory=Counter)
-    tests: dict[str, dict[str, RequestedTest]] = field(default_factory=dict)  # product -> tested type -> open
+    tests: dict[str, dict[str, RequestedTest]] = field(default_factory=dict)  # product -> request id -> open
     deleted: set[str] = field(default_factory=set)  # products whose latest decision is a tombstone
     undecodable: int = 0
     events: int = 0
@@ -155,8 +163,15 @@ class WatchState:
         if product is None:
             return
         self.decisions.pop(product, None)
-        self.tests.pop(product, None)
+        self._close_legacy(product, lambda test: True)  # the worker withdraws the others on its own
         self.deleted.add(product)
+
+    def _close_legacy(self, product: str, closes: Callable[[RequestedTest], bool]) -> None:
+        open_tests = self.tests.get(product, {})
+        for request_id in [i for i, test in open_tests.items() if test.legacy and closes(test)]:
+            del open_tests[request_id]
+        if not open_tests:
+            self.tests.pop(product, None)
 
     def _on_decision(self, r: Mapping[str, Any]) -> None:
         product = r["product_id"]
@@ -164,11 +179,7 @@ class WatchState:
         self.decisions[product] = DecisionRow(product, r["marketplace"], r["package_type"], r["status"], r["reason"],
                                               r.get("model_version"), r["decided_at"], self.events)
         # Shipping in the tested type (or a lighter one) means the test passed or is no longer needed.
-        open_tests = self.tests.get(product, {})
-        for tested in [t for t in open_tests if _lighter_or_same(r["package_type"], t)]:
-            del open_tests[tested]
-        if not open_tests:
-            self.tests.pop(product, None)
+        self._close_legacy(product, lambda test: _lighter_or_same(r["package_type"], test.package_type))
 
     def _on_trigger(self, r: Mapping[str, Any]) -> None:
         if not self.filter.admits(r["marketplace"], (r["from_package_type"], r["to_package_type"])):
@@ -178,14 +189,23 @@ class WatchState:
         self.trigger_causes[r["cause"]] += 1
 
     def _on_test_request(self, r: Mapping[str, Any]) -> None:
-        if r["product_id"] in self.deleted:
-            return  # read after its product's tombstone (topics are read in no set order): nothing to test
-        decided = self.decisions.get(r["product_id"])
-        if decided is not None and _lighter_or_same(decided.package_type, r["package_type"]):
-            return  # the decision already reached the tested type: nothing left to test
-        self.tests.setdefault(r["product_id"], {})[r["package_type"]] = RequestedTest(
-            r["product_id"], r["marketplace"], r["package_type"], r["current_package_type"], r["weight_saved_g"],
-            r.get("model_version"), r["requested_at"])
+        product, request_id = r["product_id"], r.get("request_id")
+        if r.get("status", "open") != "open":
+            open_tests = self.tests.get(product, {})
+            open_tests.pop(request_id, None)
+            if not open_tests:
+                self.tests.pop(product, None)
+            return
+        legacy = request_id is None
+        if legacy:
+            if product in self.deleted:
+                return  # read after its product's tombstone (topics are read in no set order): nothing to test
+            decided = self.decisions.get(product)
+            if decided is not None and _lighter_or_same(decided.package_type, r["package_type"]):
+                return  # the decision already reached the tested type: nothing left to test
+        self.tests.setdefault(product, {})[request_id or r["event_id"]] = RequestedTest(
+            product, r["marketplace"], r["package_type"], r["current_package_type"], r["weight_saved_g"],
+            r.get("model_version"), r["requested_at"], request_id or r["event_id"], legacy)
 
     # -- queries ---------------------------------------------------------------------------------------
 
@@ -377,6 +397,10 @@ def event_line(state: WatchState, contract: Contract | str, key: str | None,
         return (f"{r['triggered_at']:%Y-%m-%d %H:%M:%S} relabel {r['product_id']} {r['marketplace']} "
                 f"{r['from_package_type']} → {r['to_package_type']} {r['cause']}: {r['reason']}")
     if contract is Contract.TEST_REQUEST and shown(r["marketplace"], (r["package_type"], r["current_package_type"])):
+        status = r.get("status", "open")
+        if status != "open":
+            return (f"{r.get('closed_at') or r['requested_at']:%Y-%m-%d %H:%M:%S} test {status} {r['product_id']} "
+                    f"{r['marketplace']} {r['package_type']}: {r.get('reason') or ''}")
         return (f"{r['requested_at']:%Y-%m-%d %H:%M:%S} test {r['product_id']} {r['marketplace']} "
                 f"{r['package_type']} (ships in {r['current_package_type']} now) "
                 f"saves {r['weight_saved_g']:,.1f} g/unit")

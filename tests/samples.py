@@ -54,6 +54,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "package_type": "padded_mailer", "status": "auto_certified",
         "reason": "model certifies padded_mailer at the 0.5% target", "evidence": EVIDENCE,
         "target_damage_rate": 0.005, "model_version": "pw-20261129-ab12cd", "decided_at": T0, "provisional": False,
+        "packaging_weight_g": 60.0, "all_box_weight_g": 180.0,
     },
     "relabel_trigger": {
         "event_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b06", "product_id": "B07XJ8C8F5", "marketplace": "EU",
@@ -64,7 +65,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "test_request": {
         "event_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b07", "product_id": "B07XJ8C8F5", "marketplace": "EU",
         "package_type": "poly_bag", "current_package_type": "box", "weight_saved_g": 230.0,
-        "model_probability": 0.012, "model_version": "pw-20261129-ab12cd", "requested_at": T0,
+        "model_probability": 0.012, "model_version": "pw-20261129-ab12cd", "requested_at": T0, "status": "open",
+        "request_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b07", "closed_at": None, "reason": None, "superseded_by": None,
     },
     "dead_letter": {
         "reason": "shipment message has wrong magic byte 0x7b", "error_type": "SerdeError",

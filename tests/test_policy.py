@@ -10,6 +10,7 @@ from models.packtypes import PACK_TYPES, PackType
 from streams.marketplaces import DEFAULT_MARKETPLACES, Marketplace
 from streams.policy import (
     Counts, DecisionStatus, ModelView, RelabelCause, TestOutcome, data_lower_bound, decide, relabel, upper_bound,
+    withdrawal_reason,
 )
 
 NA, EU, JP = (DEFAULT_MARKETPLACES[code] for code in ("NA", "EU", "JP"))
@@ -254,6 +255,38 @@ def test_no_decision_or_test_puts_an_item_in_a_package_it_does_not_fit(situation
     if decision.test is not None:
         assert market.fits(decision.test.package_type, item_mm)
         assert decision.test.weight_saved_g > 0
+
+
+@given(situations(), item_sizes, st.dictionaries(st.sampled_from(PACK_TYPES), st.sampled_from(list(TestOutcome))))
+def test_the_proposed_test_is_the_lightest_type_nothing_makes_moot(situation, item_mm, tests) -> None:
+    """A test request stays open exactly while withdrawal_reason finds nothing against its type: so the worker
+    never withdraws the test the policy proposes, nor keeps one it would not propose."""
+    view, counts, _, code = situation
+    market = DEFAULT_MARKETPLACES[code]
+    decision = decide(view, counts, market, item_mm, tests=tests)
+    reasons = [withdrawal_reason(decision, pack, market, item_mm) for pack in PACK_TYPES]
+    worth = [pack for pack, reason in zip(PACK_TYPES, reasons) if reason is None]
+    assert (decision.test.package_type if decision.test else None) == (worth[0] if worth else None)
+    assert all(reasons[pack.index] for pack in PACK_TYPES[decision.package_type.index:])  # nothing heavier
+
+
+def test_a_withdrawn_test_says_what_made_it_moot() -> None:
+    hopeful = model([0.012, 0.008, 0.006, 0.0001], [False, False, False, True])
+    decision = decide(hopeful, {PackType.SIOC: Counts(40, 5)}, EU, MUG_MM,
+                      tests={PackType.POLY_BAG: TestOutcome.FAILED})
+    assert decision.package_type is PackType.BOX
+    assert withdrawal_reason(decision, PackType.BOX, EU, MUG_MM) == (
+        "the decision is box: a pass of box would save nothing")
+    assert withdrawal_reason(decision, PackType.POLY_BAG, EU, MUG_MM) == "a failed physical test rules out poly_bag"
+    assert withdrawal_reason(decision, PackType.PADDED_MAILER, EU, MUG_MM) is None
+    assert withdrawal_reason(decision, PackType.PADDED_MAILER, EU, (420.0, 300.0, 200.0)) == (
+        "the item does not fit a padded_mailer")
+    refuted = decide(hopeful, {PackType.POLY_BAG: Counts(40, 5)}, EU, MUG_MM)
+    assert withdrawal_reason(refuted, PackType.POLY_BAG, EU, MUG_MM).startswith(
+        "field data contradict poly_bag: 5 damages in 40 shipments (lower bound")
+    unpromising = decide(model([0.3, 0.2, 0.1, 0.0001], [False, False, False, True]), {}, EU, MUG_MM)
+    assert withdrawal_reason(unpromising, PackType.SIOC, EU, MUG_MM) == (
+        "the model no longer finds sioc promising (p=30.00%)")
 
 
 # -- physical test results ------------------------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import itertools
 import struct
 import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings as hypothesis_settings, strategies as st
 from PIL import Image
 
 from models.packtypes import PACK_TYPES, PackType
@@ -47,7 +49,7 @@ def processor(clock: Clock) -> Processor:
     return Processor(Settings(catalog_wait_s=30.0), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock)
 
 
-_offsets = iter(range(10_000))
+_offsets = itertools.count()
 
 
 def message(topic: str, contract: str, record: dict[str, Any] | None = None, key: str | None = PRODUCT,
@@ -98,6 +100,10 @@ def test_capture_waits_for_its_catalog_record_then_is_scored_with_both(processor
     assert decision["model_version"] == "pw-test-1" and decision["marketplace"] == "EU"
     assert [e["model_probability"] for e in decision["evidence"]] == [0.03, 0.001, 0.0005, 0.0001]
     assert decision["target_damage_rate"] == DEFAULT_MARKETPLACES["EU"].target_damage_rate
+    # the packaging of this item in the decided type, and in the smallest box it fits: what ops total as saved
+    eu, item = DEFAULT_MARKETPLACES["EU"], (120.0, 90.0, 95.0)
+    assert decision["packaging_weight_g"] == eu.packaging_weight_g(PackType.POLY_BAG, item)
+    assert decision["all_box_weight_g"] == eu.packaging_weight_g(PackType.BOX, item) > decision["packaging_weight_g"]
 
 
 def test_capture_after_catalog_is_scored_at_once(processor: Processor) -> None:
@@ -646,3 +652,199 @@ def test_an_impossible_test_result_is_dead_lettered(processor: Processor, change
     [letter] = decoded(out, "test-results.dlq", "dead_letter")
     assert reason in letter["reason"] and letter["offset"] == bad.offset
     assert PRODUCT not in processor.tables.damage_stats
+
+
+# -- the test request lifecycle ---------------------------------------------------------------------------
+
+
+def requests(out: list[Outgoing]) -> list[dict]:
+    return decoded(out, "test-requests", "test_request")
+
+
+def opened(out: list[Outgoing]) -> dict:
+    [request] = [r for r in requests(out) if r["status"] == "open"]
+    assert request["request_id"] == request["event_id"] and request["closed_at"] is None
+    return request
+
+
+def closing(out: list[Outgoing], request: dict) -> dict:
+    [record] = [r for r in requests(out) if r["status"] != "open"]
+    assert record["request_id"] == request["event_id"] != record["event_id"]
+    repeated = ("package_type", "current_package_type", "weight_saved_g", "requested_at", "marketplace")
+    assert [record[k] for k in repeated] == [request[k] for k in repeated]
+    assert record["closed_at"] is not None and record["reason"]
+    return record
+
+
+@pytest.mark.parametrize("names_request", [True, False], ids=["names-the-request", "same-type"])
+def test_a_result_answers_the_open_request(processor: Processor, names_request: bool) -> None:
+    request = opened(scored(processor, HOPEFUL))
+    assert (request["package_type"], request["current_package_type"]) == ("poly_bag", "box")
+    result = lab_result("lab-1", request_id=request["event_id"] if names_request else None)
+    out = damage_events(processor, [result])
+    answered = closing(out, request)
+    assert answered["status"] == "answered" and answered["reason"].startswith("poly_bag passed a physical test")
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "poly_bag" and decision["reason"].startswith("test_passed")
+    assert "type" not in processor.tables.products[PRODUCT]["request"]
+    assert damage_events(processor, [shipment("s-1")]) == []  # answered once; nothing else asked
+
+
+def test_a_result_naming_the_request_answers_it_whatever_type_the_lab_tested(processor: Processor) -> None:
+    request = opened(scored(processor, HOPEFUL))
+    out = damage_events(processor, [lab_result("lab-1", pack="padded_mailer", request_id=request["event_id"])])
+    assert closing(out, request)["status"] == "answered"
+
+
+def test_the_request_is_withdrawn_when_the_decision_reaches_its_type(processor: Processor) -> None:
+    request = opened(scored(processor, HOPEFUL))
+    out = damage_events(processor, [shipment(f"s-{n}") for n in range(1500)])  # poly_bag, never damaged
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert decision["package_type"] == "poly_bag" and decision["status"] == "auto_certified"
+    withdrawn = closing(out, request)
+    assert withdrawn["status"] == "withdrawn" and withdrawn["reason"].startswith("the decision is poly_bag")
+
+
+@pytest.mark.parametrize("evidence, reason, then", [
+    (lambda: [lab_result("lab-1", pack="padded_mailer", passed=2, request_id=None)],
+     "a failed physical test rules out poly_bag", []),  # and every lighter type: nothing is worth a test
+    (lambda: [shipment(f"s-{n}") for n in range(60)] + [damage(f"d-{n}") for n in range(6)],
+     "field data contradict poly_bag: 6 damages in 60 shipments", ["padded_mailer"]),  # the next lightest
+], ids=["failed-heavier-test", "field-data"])
+def test_the_request_is_withdrawn_when_its_type_is_ruled_out(processor: Processor, evidence, reason: str,
+                                                            then: list[str]) -> None:
+    request = opened(scored(processor, HOPEFUL))
+    out = damage_events(processor, evidence())
+    withdrawn = closing(out, request)
+    assert withdrawn["status"] == "withdrawn" and withdrawn["reason"].startswith(reason)
+    assert [r["package_type"] for r in requests(out) if r["status"] == "open"] == then
+
+
+# The model finds sioc worth a test too: the lighter test replaces the poly_bag one.
+SIOC_HOPEFUL = ModelView(dict(zip(PACK_TYPES, [0.01, 0.008, 0.006, 0.0001])), HOPEFUL.certified, "pw-test-2")
+# The model certifies padded_mailer now: the product ships lighter, so a poly_bag pass saves less.
+MAILER_SURE = ModelView(HOPEFUL.probabilities, dict(zip(PACK_TYPES, [False, False, True, True])), "pw-test-2")
+
+
+@pytest.mark.parametrize("view, then", [(SIOC_HOPEFUL, ("sioc", "box")), (MAILER_SURE, ("poly_bag", "padded_mailer"))],
+                         ids=["lighter-type", "new-saving"])
+def test_a_new_request_supersedes_the_open_one(processor: Processor, view: ModelView, then: tuple[str, str]) -> None:
+    request = opened(scored(processor, HOPEFUL))
+    _, jobs = processor.on_captures([capture(event_id="capture-2")])
+    out = processor.apply_scores(jobs, [view])
+    replacement = opened(out)
+    superseded = closing(out, request)
+    assert superseded["status"] == "superseded" and superseded["superseded_by"] == replacement["event_id"]
+    assert [r["status"] for r in requests(out)] == ["superseded", "open"]  # closed before the next one opens
+    assert (replacement["package_type"], replacement["current_package_type"]) == then
+    assert replacement["weight_saved_g"] != request["weight_saved_g"] and replacement["event_id"] != request["event_id"]
+
+
+def test_a_product_leaving_the_catalog_withdraws_its_request(processor: Processor) -> None:
+    request = opened(scored(processor, HOPEFUL))
+    out, _ = processor.on_catalog([message("catalog-updates", "catalog_update", value=None)])
+    assert Outgoing("pack-type-decisions", PRODUCT, None) in out
+    withdrawn = closing(out, request)
+    assert (withdrawn["status"], withdrawn["reason"]) == ("withdrawn", "the product left the catalog")
+
+
+def test_requests_of_a_worker_before_the_lifecycle_close_at_the_next_decision(processor: Processor) -> None:
+    """Such a worker kept only the types it ever asked for, each named product/test/<type>, and closed none."""
+    scored(processor, HOPEFUL)
+    state = processor.tables.products[PRODUCT]
+    del state["request"]
+    state["tests"] = ["sioc", "poly_bag"]
+    out = damage_events(processor, [shipment("s-1", "box")])
+    old = {r["package_type"]: r for r in requests(out) if r["status"] != "open"}
+    assert {pack: r["status"] for pack, r in old.items()} == {"sioc": "withdrawn", "poly_bag": "superseded"}
+    assert old["sioc"]["reason"].startswith("the model no longer finds sioc promising")
+    assert old["poly_bag"]["superseded_by"] == opened(out)["event_id"]
+    assert {r["request_id"] for r in old.values()} == {
+        processor._event_id(PRODUCT, "test", pack) for pack in ("sioc", "poly_bag")}
+    assert "tests" not in processor.tables.products[PRODUCT]
+    assert damage_events(processor, [shipment("s-2", "box")]) == []
+
+
+def test_a_crash_between_answering_and_recording_it_still_closes_the_request_as_answered(
+        processor: Processor) -> None:
+    """The result's effect reached the statistics' changelog, the closed request did not reach the products'."""
+    request = opened(scored(processor, HOPEFUL))
+    before = copy.deepcopy(processor.tables.products[PRODUCT])
+    damage_events(processor, [lab_result("lab-1", passed=0, request_id=request["event_id"])])
+    processor.tables.products[PRODUCT] = before
+    processor.undecided[PRODUCT] = (("test-results", 2), "EU")
+    out = processor.decide_changed()
+    answered = closing(out, request)
+    assert answered["status"] == "answered" and answered["reason"] == "poly_bag failed a physical test"
+
+
+VIEWS = (SURE, FRAGILE, HOPEFUL, SIOC_HOPEFUL, MAILER_SURE, None)
+TITLES = (SAMPLES["catalog_update"]["title"], "Glasvase, mundgeblasen")
+SIZES = ((120.0, 90.0, 95.0), (420.0, 300.0, 200.0))
+
+
+@st.composite
+def product_histories(draw: st.DrawFn) -> list[tuple]:
+    """What can happen to one product, in any order: catalog records (a material change or not), captures the
+    model scores (or cannot), shipments and damages in any type, lab results naming the open request or not,
+    passing or failing any type, and the product leaving the catalog."""
+    steps = st.one_of(
+        st.tuples(st.just("catalog"), st.sampled_from(TITLES), st.sampled_from(SIZES), st.sampled_from(VIEWS)),
+        st.tuples(st.just("capture"), st.sampled_from(VIEWS)),
+        st.tuples(st.just("shipments"), st.sampled_from(PACK_TYPES), st.integers(1, 400), st.integers(0, 8)),
+        st.tuples(st.just("result"), st.sampled_from(PACK_TYPES), st.booleans(), st.booleans()),
+        st.tuples(st.just("tombstone")))
+    scored_first = [("catalog", TITLES[0], SIZES[0], None), ("capture", draw(st.sampled_from(VIEWS)))]
+    return scored_first + draw(st.lists(steps, max_size=14))
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(product_histories())
+def test_no_open_request_outlives_its_use(history: list[tuple]) -> None:
+    """After any events, the requests the worker left open (folding its test-requests topic, closings included)
+    are at most one per product, for a type lighter than the product's current decision, and the one its state
+    holds; every closing record closes a request that was open."""
+    tables = Tables(**{name: SerializedTable() for name in ("catalog", "captures", "pending", "products",
+                                                            "damage_stats")})
+    processor = Processor(Settings(catalog_wait_s=30.0), SERDE, DEFAULT_MARKETPLACES, tables, clock=Clock())
+    open_requests: dict[str, dict] = {}
+    decided: str | None = None
+    ids = iter(range(1_000_000))
+    for step in history:
+        kind, *args = step
+        if kind == "catalog":
+            title, (length, width, height), view = args
+            out, jobs = processor.on_catalog([catalog(title=title, item_length_mm=length, item_width_mm=width,
+                                                      item_height_mm=height)])
+            out += processor.apply_scores(jobs, [view] * len(jobs)) + processor.decide_changed()
+        elif kind == "capture":
+            out, jobs = processor.on_captures([capture(event_id=f"c-{next(ids)}")])
+            out += processor.apply_scores(jobs, [args[0]] * len(jobs))
+        elif kind == "shipments":
+            pack, shipped, damaged = args
+            out = damage_events(processor, [shipment(f"s-{next(ids)}", pack.value) for _ in range(shipped)]
+                                + [damage(f"d-{next(ids)}", pack.value) for _ in range(min(damaged, shipped))])
+        elif kind == "result":
+            pack, passed, names_request = args
+            named = next(iter(open_requests), None) if names_request else None
+            out = damage_events(processor, [lab_result(f"lab-{next(ids)}", pack.value, 5 if passed else 1,
+                                                       request_id=named)])
+        else:
+            out, _ = processor.on_catalog([message("catalog-updates", "catalog_update", value=None)])
+        for published in out:
+            if published.topic == "pack-type-decisions":  # None: a tombstone
+                decided = published.value and SERDE.decode("pack_type_decision", published.value)["package_type"]
+        for record in requests(out):
+            event(f"a request {record['status']}")  # what the examples reached: --hypothesis-show-statistics
+            if record["status"] == "open":
+                assert record["event_id"] not in open_requests
+                open_requests[record["event_id"]] = record
+            else:
+                assert open_requests.pop(record["request_id"], None) is not None, record  # closes an open one
+        assert len(open_requests) <= 1
+        held = (processor.tables.products.get(PRODUCT) or {}).get("request") or {}
+        for request in open_requests.values():
+            assert decided is not None and PackType(request["package_type"]).index < PackType(decided).index
+            assert (held.get("type"), held.get("from")) == (request["package_type"], request["current_package_type"])
+        if not open_requests:
+            assert "type" not in held

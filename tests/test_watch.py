@@ -37,6 +37,18 @@ def requested_test(product: str, second: float = 0, **fields: Any) -> dict[str, 
     return {**SAMPLES["test_request"], "product_id": product, "requested_at": at(second), **fields}
 
 
+def legacy_request(product: str, second: float = 0, **fields: Any) -> dict[str, Any]:
+    """A request published before requests had a lifecycle, as the current contract reads it."""
+    return requested_test(product, second, request_id=None, status="open", **fields)
+
+
+def closed(request: dict[str, Any], status: str, second: float = 0, **fields: Any) -> dict[str, Any]:
+    """The worker's record closing `request`."""
+    return {**request, "event_id": f"{request['event_id']}/{status}", "status": status,
+            "request_id": request["request_id"] or request["event_id"], "closed_at": at(second),
+            "reason": f"{status} for a test", **fields}
+
+
 
 
 def fold(state: WatchState, *events: tuple[str, dict[str, Any]]) -> WatchState:
@@ -64,14 +76,14 @@ def test_equal_timestamps_show_the_later_message_first() -> None:
     assert [d.product_id for d in state.latest_decisions(10)] == ["P2", "P1"]
 
 
-def test_tombstone_removes_the_product_and_its_open_tests() -> None:
+def test_tombstone_removes_the_product_and_its_open_tests_from_before_the_lifecycle() -> None:
     state = fold(WatchState(), ("pack_type_decision", decision("P1", package_type="box", status="needs_test")),
-                 ("test_request", requested_test("P1")), ("pack_type_decision", decision("P2")))
+                 ("test_request", legacy_request("P1")), ("pack_type_decision", decision("P2")))
     state.apply("pack_type_decision", "P1", None)
     assert [d.product_id for d in state.latest_decisions(10)] == ["P2"]
     assert state.open_tests(10) == []
     assert state.summary().deleted == 1
-    fold(state, ("test_request", requested_test("P1", 1)))  # read after the tombstone, from another topic
+    fold(state, ("test_request", legacy_request("P1", 1)))  # read after the tombstone, from another topic
     assert state.open_tests(10) == []
     fold(state, ("pack_type_decision", decision("P1", 2)))  # back in the catalog
     assert state.summary().deleted == 0 and len(state.latest_decisions(10)) == 2
@@ -87,20 +99,58 @@ def test_test_requests_ordered_by_grams_saved() -> None:
     assert (summary.open_tests, summary.grams_saved) == (3, 365.5)
 
 
-def test_a_test_closes_when_the_decision_reaches_the_tested_type() -> None:
+def test_a_test_from_before_the_lifecycle_closes_when_the_decision_reaches_the_tested_type() -> None:
     state = fold(WatchState(), ("pack_type_decision", decision("P1", package_type="box", status="needs_test")),
-                 ("test_request", requested_test("P1", package_type="poly_bag")),
+                 ("test_request", legacy_request("P1", package_type="poly_bag")),
                  ("pack_type_decision", decision("P1", 1, package_type="padded_mailer")))
     assert [t.product_id for t in state.open_tests(10)] == ["P1"]  # padded_mailer is still heavier than poly_bag
     fold(state, ("pack_type_decision", decision("P1", 2, package_type="sioc")))
     assert state.open_tests(10) == []
 
 
-def test_a_test_request_read_after_its_decision_already_passed_stays_closed() -> None:
+def test_a_test_request_from_before_the_lifecycle_read_after_its_decision_already_passed_stays_closed() -> None:
     """Topics are read in no set order: the decision that closed a test can arrive before the request."""
     state = fold(WatchState(), ("pack_type_decision", decision("P1", 5, package_type="poly_bag")),
-                 ("test_request", requested_test("P1", package_type="poly_bag")))
+                 ("test_request", legacy_request("P1", package_type="poly_bag")))
     assert state.open_tests(10) == []
+
+
+def test_only_open_requests_count_in_the_queue_and_the_grams_saved_if_all_pass() -> None:
+    p1, p2 = requested_test("P1", weight_saved_g=40.0), requested_test("P2", weight_saved_g=230.0)
+    p3_first = requested_test("P3", package_type="sioc", weight_saved_g=95.5, event_id="r3-1", request_id="r3-1")
+    p3_next = requested_test("P3", 1, package_type="poly_bag", weight_saved_g=80.0, event_id="r3-2", request_id="r3-2")
+    state = fold(WatchState(), ("test_request", p1), ("test_request", p2), ("test_request", p3_first))
+    assert (state.summary().open_tests, state.summary().grams_saved) == (3, 365.5)
+    fold(state, ("test_request", closed(p2, "answered")), ("test_request", closed(p3_first, "superseded")),
+         ("test_request", p3_next))
+    assert [(t.product_id, t.package_type) for t in state.open_tests(10)] == [("P3", "poly_bag"), ("P1", "poly_bag")]
+    assert (state.summary().open_tests, state.summary().grams_saved) == (2, 120.0)
+    fold(state, ("test_request", closed(p1, "withdrawn")), ("test_request", closed(p3_next, "withdrawn")))
+    assert (state.summary().open_tests, state.summary().grams_saved) == (0, 0.0)
+    assert "0 open test requests, 0 g/unit saved if all pass" in render_text(state, width=200)
+
+
+def test_open_requests_are_the_workers_whatever_order_the_topics_are_read_in() -> None:
+    """The worker opens and closes its requests on one topic, so their order is fixed; decisions, read from
+    another topic ahead of them or behind, close nothing (before the lifecycle they did, and the same events
+    gave another total in each run)."""
+    first = requested_test("P1", package_type="poly_bag", event_id="r1", request_id="r1")
+    again = requested_test("P1", 2, package_type="poly_bag", event_id="r2", request_id="r2")
+    decisions = [("pack_type_decision", decision("P1", 0, package_type="box", status="needs_test")),
+                 ("pack_type_decision", decision("P1", 1, package_type="poly_bag")),
+                 ("pack_type_decision", decision("P1", 2, package_type="box", status="needs_test"))]
+    requests = [("test_request", first), ("test_request", closed(first, "withdrawn", 1)), ("test_request", again)]
+    orders = [decisions + requests, requests + decisions, [decisions[0], *requests, *decisions[1:]],
+              [*decisions[:2], *requests]]
+    views = [[t.request_id for t in fold(WatchState(), *order).open_tests(10)] for order in orders]
+    assert views == [["r2"]] * len(orders)
+
+
+def test_a_closing_record_names_a_request_from_before_the_lifecycle_by_its_event_id() -> None:
+    old = legacy_request("P1", package_type="sioc", event_id="old-1")
+    state = fold(WatchState(), ("test_request", old), ("test_request", requested_test("P2")))
+    fold(state, ("test_request", closed(old, "withdrawn")))
+    assert [t.product_id for t in state.open_tests(10)] == ["P2"]
 
 
 def test_summary_counts_auto_certified_share_per_type_and_triggers_by_cause() -> None:
@@ -297,6 +347,10 @@ def test_live_view_into_a_pipe_prints_the_view_once_then_a_line_per_event(
             on_change(state)
         on_event("pack_type_decision", "P2", None)  # P2 left the catalog
         state.apply("pack_type_decision", "P2", None)
+        withdrawn = closed(requested_test("P2", 4, marketplace="NA"), "withdrawn", 5,
+                           reason="the product left the catalog")
+        on_event("test_request", "P2", withdrawn)
+        state.apply("test_request", "P2", withdrawn)
         on_change(state)
         return state
 
@@ -307,11 +361,12 @@ def test_live_view_into_a_pipe_prints_the_view_once_then_a_line_per_event(
     out = capsys.readouterr().out
     assert "\r" not in out and "\x1b" not in out and out.count("Latest decisions") == 1
     assert out.startswith("0 products decided")  # P1 is in EU: the view of the state read so far
-    events = out.split("Open test requests, biggest saving first")[1].strip().splitlines()[-3:]
+    events = out.split("Open test requests, biggest saving first")[1].strip().splitlines()[-4:]
     assert events == [
         "2026-11-29 12:30:16 decision P2 NA box needs_test: no type meets",
         "2026-11-29 12:30:19 test P2 NA poly_bag (ships in box now) saves 230.0 g/unit",
-        "deleted P2 (left the catalog)"]
+        "deleted P2 (left the catalog)",
+        "2026-11-29 12:30:20 test withdrawn P2 NA poly_bag: the product left the catalog"]
 
 
 def test_unreachable_broker_names_the_address() -> None:
