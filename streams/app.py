@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faust
 import faust.web
 import prometheus_client
+from faust.exceptions import ConsumerNotStarted
 from faust.sensors import Monitor
 from faust.sensors.prometheus import setup_prometheus_sensors
 
@@ -35,6 +36,7 @@ from streams.topics import TABLES, TopicRole, topic_specs
 log = get_logger("packwise.worker")
 # the contracts the worker writes: its outputs and dead letters
 WORKER_WRITES = ("pack_type_decision", "relabel_trigger", "test_request", "dead_letter")
+LAG_INTERVAL_S = 5.0  # how often packwise_consumer_lag is refreshed: one offsets request to the broker each time
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -247,6 +249,32 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
                 os._exit(70)
             metrics.STATE_RECORDS.inc(records)
             metrics.STATE_FLUSH_SECONDS.observe(time.perf_counter() - started)
+
+    inputs = {names.captures, names.catalog, names.shipments, names.damage_reports, names.test_results}
+
+    @app.timer(interval=LAG_INTERVAL_S)
+    async def export_consumer_lag(_app: faust.App) -> None:
+        """packwise_consumer_lag of the input partitions this worker owns: end offsets from the broker (one
+        request), committed offsets as the consumer last committed or read them at assignment."""
+        try:
+            owned = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+            committed = {tp: app.consumer._committed_offset.get(tp) for tp in owned}  # faust pinned < 0.16
+            ends = await app.consumer.highwaters(*owned) if owned else {}
+            never = [tp for tp, offset in committed.items() if offset is None]
+            earliest = await app.consumer.earliest_offsets(*never) if never else {}
+        except ConsumerNotStarted:
+            return
+        except Exception as error:  # a metric: never a reason to stop the worker
+            log.warning("consumer_lag_unavailable", error=repr(error))
+            return
+        since = {tp: earliest.get(tp, 0) if offset is None else offset for tp, offset in committed.items()}
+        metrics.export_consumer_lag({(tp.topic, tp.partition): max(0, ends[tp] - since[tp])
+                                     for tp in owned if tp in ends})
+
+    @app.task
+    async def export_model_version() -> None:
+        if scorer.version:  # the worker starts once the scoring process has loaded the bundle (streams/cli.py)
+            metrics.export_model_version(scorer.version)
 
     @app.task
     async def learn_output_partitions() -> None:

@@ -6,7 +6,6 @@ Set PACKWISE_TEST_BOOTSTRAP=host:port to run the suite against a broker you star
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import psutil
@@ -48,8 +47,9 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> LocalBroker:
 def kafka_settings(kafka_bootstrap: str) -> Settings:
     """Settings pointing at the session broker, with a topic prefix and app id (changelog topics) of their own
     so tests never collide."""
-    run = uuid.uuid4().hex[:8]
-    return Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{run}.", app_id=f"pw-{run}", partitions=3)
+    from tests.harness import isolated_settings
+
+    return isolated_settings(kafka_bootstrap)
 
 
 @pytest.fixture(scope="session")
