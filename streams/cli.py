@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dataset.add_parser(sub)
 
+    from streams.console import cli as console_cli
+
+    console_cli.add_parsers(sub)
+
     from models import cli as model_cli
 
     model_cli.register(sub)

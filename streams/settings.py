@@ -239,6 +239,18 @@ class Settings:
         "", "For crash tests only: a point where the worker kills itself, NAME or NAME:N (the Nth time); "
         "see streams/failpoints.py. Empty: none.", _failpoint,
         "empty, or stats.applied, flush.sending or flush.sent, optionally with :N")
+    console_host: str = _setting(
+        "127.0.0.1", "Address `packwise console` binds to; any other than 127.0.0.1, ::1 or localhost needs a "
+        "console token.")
+    console_port: int = _setting(8087, "Port of `packwise console`.", _port, "1-65535")
+    console_token: str = _setting(
+        "", "Token the console asks for (bearer header, basic-auth password or its sign-in form); prefer "
+        "PACKWISE_CONSOLE_TOKEN_FILE. Required off loopback. Never shown.", secret=True)
+    console_token_file: str | None = _setting(
+        None, "File holding the console token; wins over PACKWISE_CONSOLE_TOKEN.", _optional, "a path or empty")
+    console_metrics_urls: str = _setting(
+        "", "Comma-separated /metrics URLs of the workers the console shows; empty: the local worker's "
+        "(http://127.0.0.1:PACKWISE_WEB_PORT/metrics).")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.", _log_level,
                               "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)")
     log_format: str = _setting(
@@ -287,6 +299,10 @@ class Settings:
         """USER:PASSWORD for the Schema Registry, or "" for none; the file wins over the variable."""
         return _secret(self.schema_registry_user_info_file, "PACKWISE_SCHEMA_REGISTRY_USER_INFO_FILE",
                        self.schema_registry_user_info)
+
+    def console_token_secret(self) -> str:
+        """The console's token: the file's content when PACKWISE_CONSOLE_TOKEN_FILE is set, else the variable."""
+        return _secret(self.console_token_file, "PACKWISE_CONSOLE_TOKEN_FILE", self.console_token)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -82,3 +82,16 @@ def strict_registry():
         yield registry
     finally:
         registry.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Checks skipped for want of a tool (Chromium, Prometheus) end the run with a line nobody can miss."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "NOT RUN" in reason or "NOT CHECKED" in reason:
+            reason = reason.removeprefix("Skipped: ")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        terminalreporter.write_sep("!", f"{count} skipped: {reason}", red=True, bold=True)

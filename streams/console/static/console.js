@@ -1,0 +1,72 @@
+// packwise console: live updates over server-sent events, and the dead-letter replay. No framework.
+"use strict";
+(function () {
+  const dot = document.getElementById("live");
+  let seen = null;
+  let refreshing = false;
+
+  async function refresh() {
+    // A page with a selection in progress keeps still: the operator's choice is not thrown away.
+    if (refreshing || document.querySelector("input.pick:checked") || document.activeElement?.tagName === "SELECT") {
+      return;
+    }
+    refreshing = true;
+    try {
+      const response = await fetch(location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+      if (response.ok) {
+        const html = new DOMParser().parseFromString(await response.text(), "text/html");
+        const next = html.getElementById("main");
+        if (next) {
+          document.getElementById("main").replaceChildren(...next.childNodes);
+          wire();
+          document.body.dataset.version = String(seen);
+        }
+      }
+    } finally {
+      refreshing = false;
+    }
+  }
+
+  function listen() {
+    const source = new EventSource("/events");
+    source.addEventListener("open", () => dot.classList.add("on"));
+    source.addEventListener("error", () => dot.classList.remove("on"));
+    source.addEventListener("version", (event) => {
+      if (seen !== null && event.data !== seen) {
+        seen = event.data;
+        refresh();
+      } else {
+        seen = event.data;
+        document.body.dataset.version = String(seen);
+      }
+    });
+  }
+
+  function wire() {
+    // filters apply as soon as one is chosen (an inline handler would be refused by the page's CSP)
+    document.querySelectorAll("form.filters select").forEach((select) =>
+      select.addEventListener("change", () => select.form.submit()));
+    const button = document.getElementById("replay");
+    if (!button) return;
+    const picks = () => Array.from(document.querySelectorAll("input.pick:checked")).map((box) => box.value);
+    document.querySelectorAll("input.pick").forEach((box) =>
+      box.addEventListener("change", () => { button.disabled = picks().length === 0; }));
+    button.addEventListener("click", async () => {
+      const chosen = picks();
+      if (!chosen.length) return;
+      button.disabled = true;
+      const result = document.getElementById("replay-result");
+      const response = await fetch("/dead-letters/replay", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-Packwise-Console": "1" },
+        body: JSON.stringify({ dead_letters: chosen }),
+      });
+      const body = await response.json();
+      result.textContent = body.message || body.error;
+      document.querySelectorAll("input.pick:checked").forEach((box) => { box.checked = false; box.disabled = true; });
+    });
+  }
+
+  wire();
+  if (window.EventSource) listen();
+})();
