@@ -192,7 +192,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     config = SimulationConfig(products=args.products, seed=args.seed, rounds=args.rounds,
                               units_per_round=args.units, round_interval_s=args.round_interval,
                               captures_per_s=args.captures_per_s, duplicate_rate=args.duplicate_rate,
-                              sabotaged=args.sabotaged)
+                              sabotaged=args.sabotaged, lab_tests_per_round=args.lab_tests)
     with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -205,7 +205,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         result = run_simulation(args.settings, config, progress)
     shipped = sum(sum(v) for v in result.truth.shipments.values())
     reported = sum(sum(v) for v in result.truth.damages.values())
-    print(f"simulated {len(result.products)} products: {shipped} shipments, {reported} damage reports, "
+    passed = sum(ok for _, _, ok in result.test_results)
+    lab = (f", {len(result.test_results)} physical tests ({passed} passed)" if args.lab_tests else "")
+    print(f"simulated {len(result.products)} products: {shipped} shipments, {reported} damage reports{lab}, "
           f"{result.events_sent} events sent; {len(result.decisions)} products have a decision")
     return 0
 
@@ -288,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="share of shipments and reports sent twice (same event id)")
     simulate.add_argument("--sabotaged", type=int, default=0,
                           help="products that break in light packaging although they do not look it")
+    simulate.add_argument("--lab-tests", type=int, default=0, metavar="N",
+                          help="a simulated test lab answers the N most valuable open test requests each round "
+                               "(results on test-results); 0: no lab")
     simulate.set_defaults(handler=cmd_simulate)
 
     demo = sub.add_parser("demo", help="everything on this machine: broker, model, worker, simulated center, live view")

@@ -8,6 +8,8 @@ and stops the worker (and the broker, if the demo started it) by pid.
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import shutil
 import subprocess
@@ -52,6 +54,7 @@ class DemoSummary:
     triggers: Mapping[str, int]
     open_tests: int
     grams_saved: float  # per unit, if every open test passed
+    lab_results: tuple[int, int] = (0, 0)  # tests the simulated lab ran: passed, failed
 
     @property
     def weight_saved_share(self) -> float:
@@ -202,8 +205,15 @@ def print_summary(console: Console, summary: DemoSummary, marketplaces: Mapping[
                   "ruled out by the data and the model finds it promising, the policy also asks a person to test it "
                   f"(a pass moves the product there). If every open test passed, {summary.grams_saved:,.0f} g per "
                   "unit would be saved.")
+    passed, failed = summary.lab_results
+    if passed or failed:
+        console.print(f"The simulated lab answered {_plural(passed + failed, 'test request')}, the biggest savings "
+                      f"first: {passed:,} passed (the product ships in the tested type, reason test_passed, unless "
+                      f"its shipments refute it), {failed:,} failed (that type and every lighter one are ruled out, "
+                      "test_failed).")
 
 
+LAB_TESTS_PER_ROUND = 10  # test requests the demo's simulated lab answers per shipping round
 DEMO_APP_PREFIX = "packwise-demo-"  # + the run's time: the worker's group, changelog topics and state folder
 DEMO_TOPIC_PREFIX = "demo-"  # + the run's time and a dot: the run's own input and output topics
 DEMO_LOG_PREFIX = "demo-worker-"  # + the run's time: the worker's log in the state folder
@@ -314,7 +324,8 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         console.print(f"[bold]worker[/]: starting (log {log_path}) ...")
         worker = WorkerProcess(settings, log_path)
         worker.start()
-        config = SimulationConfig(products=products, rounds=rounds, seed=7, duplicate_rate=0.01, sabotaged=products // 20)
+        config = SimulationConfig(products=products, rounds=rounds, seed=7, duplicate_rate=0.01, sabotaged=products // 20,
+                                  lab_tests_per_round=LAB_TESTS_PER_ROUND)
         outcome: list = []
         failure: list[BaseException] = []
 
@@ -345,6 +356,8 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         summary = summarize(read_table(settings, "products"), *certified,
                             read_topic(settings, names.relabels, "relabel_trigger"), tests.open_tests,
                             tests.grams_saved, marketplaces, settings.default_marketplace, products)
+        passed = sum(ok for _, _, ok in outcome[0].test_results)
+        summary = dataclasses.replace(summary, lab_results=(passed, len(outcome[0].test_results) - passed))
         print_summary(console, summary, marketplaces)
         return 0
     finally:

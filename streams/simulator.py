@@ -5,7 +5,8 @@ Products come from the synthetic world (models/world.py) with their hidden damag
 product is listed in the catalog, rides the tunnel once, and is then shipped in rounds, every unit in the
 package type the current decision says (the box while none has arrived). Damaged units are reported
 with a delay (world days compressed to seconds) or never. The simulator keeps the ground truth the
-worker must reproduce exactly: the shipments and damage reports it published, per product and type.
+worker must reproduce exactly: the shipments and damage reports it published, per product and type. With
+a lab (lab_tests_per_round), a simulated test lab answers the most valuable open test requests each round.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from models.packtypes import PACK_TYPES, PackType
 from models.world import Product, World, WorldConfig, capture_record, catalog_record, event_uuid, ship
 from streams.errors import PackwiseError
+from streams.lab import RequestFollower, SimulatedLab
 from streams.processor import TopicNames
 from streams.serde import Serde
 from streams.settings import Settings
@@ -45,6 +47,7 @@ class SimulationConfig:
     duplicate_rate: float = 0.0  # share of shipments/reports the producer sends twice (same event id)
     sabotaged: int = 0  # products made far more fragile in light packaging than they look
     decision_wait_s: float = 0.0  # after the last round, how long to wait for decisions of every product
+    lab_tests_per_round: int = 0  # open test requests the simulated lab answers per round (streams/lab.py); 0: none
 
 
 @dataclass
@@ -67,6 +70,7 @@ class SimulationResult:
     sabotaged: list[str]
     products: list[Product]
     events_sent: int
+    test_results: list[tuple[str, PackType, bool]] = field(default_factory=list)  # the lab's (product, type, passed)
 
 
 def sabotage(product: Product) -> Product:
@@ -145,7 +149,8 @@ def run_simulation(settings: Settings, config: SimulationConfig,
     # queue every event and report the failure minutes later, after its flush timeouts.
     existing_partitions(admin_client(settings), settings, CONNECT_TIMEOUT_S)
     serde = Serde.for_settings(settings)
-    serde.require_registered(("tunnel_capture", "catalog_update", "shipment", "damage_report"), "the simulator")
+    serde.require_registered(("tunnel_capture", "catalog_update", "shipment", "damage_report")
+                             + (("test_result",) if config.lab_tests_per_round else ()), "the simulator")
     names = TopicNames.for_settings(settings)
     products, sabotaged = choose_world(config)
     outcomes = world_config(config)  # reporting rate and delay of damage reports
@@ -171,6 +176,12 @@ def run_simulation(settings: Settings, config: SimulationConfig,
         return 2 if rng.random() < config.duplicate_rate else 1
 
     follower = DecisionFollower(settings, serde, names.decisions, f"{settings.app_id}-simulator-{config.seed}")
+    requests = lab = None
+    if config.lab_tests_per_round:
+        requests = RequestFollower(settings, serde, names.tests, f"{settings.app_id}-lab-{config.seed}")
+        lab = SimulatedLab({p.product_id: p for p in products}, config.lab_tests_per_round,
+                      np.random.default_rng([config.seed, 77]),
+                      lambda product, record: send(names.test_results, product, "test_result", record))
     try:
         for i, product in enumerate(products):
             send(names.catalog, product.product_id, "catalog_update", {**catalog_record(product), "updated_at": _now()})
@@ -209,6 +220,8 @@ def run_simulation(settings: Settings, config: SimulationConfig,
                         due = time.monotonic() + outcome.report_delay.days * config.report_delay_s_per_day
                         heapq.heappush(reports, (due, len(reports) + sent, product, report))
             _send_due_reports(reports, time.monotonic(), send, names, truth, copies)
+            if lab is not None:
+                lab.round(requests.snapshot())
             producer.flush(30)
             if progress:
                 progress("shipping rounds", round_number + 1, config.rounds)
@@ -222,9 +235,12 @@ def run_simulation(settings: Settings, config: SimulationConfig,
         deadline = time.monotonic() + config.decision_wait_s
         while time.monotonic() < deadline and len(follower.current) < len(products):
             time.sleep(0.2)
-        return SimulationResult(truth, dict(follower.current), sabotaged, products, sent)
+        return SimulationResult(truth, dict(follower.current), sabotaged, products, sent,
+                                lab.results if lab is not None else [])
     finally:
         follower.close()
+        if requests is not None:
+            requests.close()
 
 
 def _send_due_reports(reports: list, now: float, send: Callable, names: TopicNames, truth: GroundTruth,

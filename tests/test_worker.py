@@ -3,6 +3,7 @@ operator mistakes, and the feedback loop that corrects a wrong model."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -93,11 +94,13 @@ SMALL = SimulationConfig(products=150, rounds=6, units_per_round=3, round_interv
 
 
 def test_end_to_end_every_product_decided_and_counts_exact(base: Settings, workers, trained_bundle: Path) -> None:
+    """The simulated center with its test lab through one worker: counts equal the ground truth, every product
+    is decided, and the lab's results steer the decisions (after the assertions on counts)."""
     worker = workers(base, "worker-0", trained_bundle)
     listening = {c.laddr.ip for p in [psutil.Process(worker.process.pid)] for c in p.net_connections(kind="inet")
                  if c.status == psutil.CONN_LISTEN}
     assert listening == {"127.0.0.1"}  # the web server too (Faust binds 0.0.0.0 unless told otherwise)
-    result = run_simulation(base, SMALL)
+    result = run_simulation(base, dataclasses.replace(SMALL, lab_tests_per_round=15))
     assert sum(map(sum, result.truth.shipments.values())) == 150 * 6 * 3
     assert sum(map(sum, result.truth.damages.values())) > 0  # the damage path is exercised
     assert_converges(base, result)
@@ -106,6 +109,32 @@ def test_end_to_end_every_product_decided_and_counts_exact(base: Settings, worke
     assert shipments_seen >= 150 * 6 * 3  # duplicates included
     assert metrics['packwise_batch_seconds_count{agent="damage-evidence"}'] > 0
     assert sum(v for k, v in metrics.items() if k.startswith("packwise_decisions_total{")) >= 150
+    assert_lab_results_steer_decisions(base, worker.settings, result)
+
+
+def assert_lab_results_steer_decisions(settings: Settings, worker: Settings, result: SimulationResult) -> None:
+    """A pass moves a product to the tested type with test_passed; a fail rules out the type and every lighter
+    one; and no request stays open for a type that is not lighter than its product's decision."""
+    assert result.test_results and any(passed for _, _, passed in result.test_results)
+    def applied() -> float:
+        return sum(v for k, v in scrape_metrics(worker).items() if k.startswith("packwise_test_results_total{"))
+
+    assert wait_until(applied, lambda n: n >= len(result.test_results), 30) == len(result.test_results)
+    decisions = {d["product_id"]: d for d in read_topic(settings, settings.topic_prefix + "pack-type-decisions",
+                                                         "pack_type_decision")}  # the latest per product
+    assert any(d["reason"].startswith("test_passed") for d in decisions.values())
+    for product, pack, passed in result.test_results:
+        if not passed:
+            assert PackType(decisions[product]["package_type"]).index > pack.index, (product, pack)
+    still_open: dict[str, dict] = {}
+    for request in read_topic(settings, settings.topic_prefix + "test-requests", "test_request"):
+        if request["status"] == "open":
+            still_open[request["request_id"]] = request
+        else:
+            still_open.pop(request["request_id"], None)
+    for request in still_open.values():
+        decided = PackType(decisions[request["product_id"]]["package_type"])
+        assert PackType(request["package_type"]).index < decided.index, request
 
 
 def metrics_page(settings: Settings) -> str:
