@@ -181,6 +181,19 @@ def test_a_reopened_store_resumes_at_the_offsets_of_its_state(tmp_path: Path) ->
         again.close()
 
 
+def test_a_store_of_another_layout_is_read_again_from_the_topics(tmp_path: Path) -> None:
+    store = ConsoleStore(tmp_path / "c.sqlite3")
+    Feed(store)((Kind.DECISION, decision("p1", 1, "box", "needs_test")))
+    store._write.execute("PRAGMA user_version = 99")  # as a console of another version left it
+    store.close()
+    again = ConsoleStore(tmp_path / "c.sqlite3")
+    try:
+        assert again.rebuilt and again.offsets() == {} and counts(again) == {}  # read again from offset 0
+    finally:
+        again.close()
+    assert not ConsoleStore(tmp_path / "c.sqlite3").rebuilt
+
+
 # -- the certified cohort: the same figures as the demo's batch computation, whatever order the topics are read in
 
 PACKS = [p.value for p in PackType]

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from models.packtypes import PACK_TYPES, PackType
+from streams.logs import get_logger
+
+log = get_logger("packwise.console")
 
 OPEN = "open"
 # A test request closes as: answered (a result for it arrived), withdrawn (the decision made it moot),
@@ -29,6 +32,7 @@ CLOSED_STATUSES = ("answered", "withdrawn", "superseded")
 HISTORY_KEPT = 200  # decisions per product kept (its page, and which decision a shipment was made under)
 DEAD_LETTER_BYTES_KEPT = 256 * 1024  # a larger original is read back from its dead-letter topic when needed
 MINUTE_MS = 60_000
+LAYOUT_VERSION = 1  # of the tables below; a store of another layout is read again from the topics
 
 SCHEMA = """
 PRAGMA journal_mode = WAL;
@@ -135,8 +139,25 @@ class ConsoleStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self.version = 0  # bumped after each folded batch: live pages refresh when it moves
+        self.rebuilt = self._discard_other_layout()
         self._write = self._connect()
         self._write.executescript(SCHEMA)
+        self._write.execute(f"PRAGMA user_version = {LAYOUT_VERSION}")
+
+    def _discard_other_layout(self) -> bool:
+        """The store is derived from the topics: one written by a console of another layout is deleted and read
+        again from the topics, rather than migrated. Returns whether that happened."""
+        if not self.path.exists():
+            return False
+        with sqlite3.connect(self.path) as connection:
+            found = connection.execute("PRAGMA user_version").fetchone()[0]
+        connection.close()
+        if found == LAYOUT_VERSION:
+            return False
+        log.warning("console_store_rebuilt", path=str(self.path), layout=found, expected=LAYOUT_VERSION)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        return True
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
