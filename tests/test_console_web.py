@@ -110,7 +110,27 @@ def test_the_console_exports_the_certified_cohort_and_the_targets_for_the_alerts
         return await (await client.get("/metrics")).text()
 
     text = with_client(store, None, check)
-    assert 'packwise_certified_shipments_total{marketplace="JP",package_type="poly_bag"} 10.0' in text
-    assert 'packwise_certified_damages_total{marketplace="JP",package_type="poly_bag"} 1.0' in text
+    assert 'packwise_certified_shipments{marketplace="JP",package_type="poly_bag"} 10.0' in text
+    assert 'packwise_certified_damages{marketplace="JP",package_type="poly_bag"} 1.0' in text
     assert 'packwise_target_damage_rate{marketplace="JP"} 0.003' in text
     assert 'packwise_open_test_requests{marketplace="EU"} 1.0' in text
+    assert "packwise_console_caught_up 1.0" in text and "packwise_console_reader_failed 0.0" in text
+
+
+def test_a_console_whose_reader_failed_says_so_and_stops_vouching_for_its_figures(store: ConsoleStore) -> None:
+    class Failed:
+        failure, folded, kinds = "KafkaException: broker gone", 10, {}
+        caught_up = type("Set", (), {"is_set": staticmethod(lambda: True)})()
+
+    async def check(client: TestClient) -> tuple[int, str]:
+        health = await client.get("/healthz")
+        return health.status, await (await client.get("/metrics")).text()
+
+    async def main() -> tuple[int, str]:
+        console = Console(Settings(), store, reader=Failed())
+        async with TestClient(TestServer(make_app(console), host="127.0.0.1")) as client:
+            return await check(client)
+
+    status, text = asyncio.run(main())
+    assert status == 503
+    assert "packwise_console_caught_up 0.0" in text and "packwise_console_reader_failed 1.0" in text

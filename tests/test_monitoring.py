@@ -1,17 +1,21 @@
 """Monitoring as code (deploy/prometheus, deploy/grafana): promtool checks the rules and runs their unit
-tests; every PromQL query of the rules and the dashboard names only metrics a real worker serves; a real
-Prometheus scrapes a real worker and evaluates the rules and the dashboard's queries on what it scraped.
+tests; every PromQL query of the rules and the dashboard names only metrics a real worker or the console
+serves; a real Prometheus scrapes a real worker and a console and evaluates the rules and the dashboard's
+queries on what it scraped.
 
 Each check is a function returning the problems it finds, run on the real files (no problems) and on a
 copy broken the way a person would break it (the problem is named)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,18 +27,21 @@ from urllib.request import urlopen
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestClient
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.bundle_files import verify_files
 from streams import metrics
 from streams.broker import free_port
+from streams.console.store import ConsoleStore
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, run_simulation
 from streams.processor import TopicNames
 from streams.topics import client_config, create_topics, producer_config
 from streams.workers import stop_process
-from tests import test_k8s
+from tests import test_console_web, test_k8s
+from tests.test_console_web import store as console_store  # noqa: F401 (a fixture: a store with a certified cohort)
 from tests.harness import WorkerProcess, isolated_settings, worker_settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -107,7 +114,7 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> dict[str, str]:
 
 
 def unknown_metrics(expressions: dict[str, str], known: set[str]) -> list[str]:
-    return [f"{where} queries {name}, which the worker does not serve and no rule records"
+    return [f"{where} queries {name}, which neither the worker nor the console serves and no rule records"
             for where, expr in expressions.items() for name in sorted(metric_names(expr) - known)]
 
 
@@ -182,7 +189,8 @@ def test_every_alert_is_documented_and_tested_both_ways() -> None:
     tests = [yaml.safe_load(path.read_text()) for path in RULE_TESTS]
     alerts = {rule["alert"] for rule in rules if "alert" in rule}
     assert {"PackwiseConsumerLagGrowing", "PackwiseDeadLetters", "PackwiseScoringFailures", "PackwiseDamageAboveTarget",
-            "PackwiseNoDecisions", "PackwiseWorkerDown"} <= alerts
+            "PackwiseDamageAboveTarget7d", "PackwiseCertificationsRefuted", "PackwiseNoDecisions", "PackwiseWorkerDown",
+            "PackwiseConsoleDown", "PackwiseConsoleReaderFailed"} <= alerts
     assert rule_problems(rules) == []
     assert coverage_problems(rules, tests) == []
 
@@ -308,6 +316,64 @@ def served_page() -> str:
     return prometheus_client.generate_latest().decode()
 
 
+# -- the console's metrics, without a broker --------------------------------------------------------------
+
+
+def console_page(store: ConsoleStore) -> str:
+    """The console's /metrics on `store`, read from its web app in-process (tests/test_console_web.py)."""
+    async def read(client: TestClient) -> str:
+        response = await client.get("/metrics")
+        assert response.status == 200, response.status
+        return await response.text()
+
+    return test_console_web.with_client(store, None, read)
+
+
+def console_rules() -> list[dict[str, Any]]:
+    """The rules over the console's metrics: rules.yml's group packwise.console."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return next(group["rules"] for group in groups if group["name"] == "packwise.console")
+
+
+def test_every_console_rule_names_a_metric_the_console_serves(console_store: ConsoleStore) -> None:
+    page = console_page(console_store)
+    served, sampled = served_names(page)
+    assert {"packwise_certified_shipments", "packwise_certified_damages", "packwise_target_damage_rate",
+            "packwise_console_caught_up"} <= sampled
+    rules = console_rules()
+    known = served | PROMETHEUS_NAMES | {rule["record"] for rule in load_rules() if "record" in rule}
+    assert unknown_metrics(rule_expressions(rules), known) == []
+
+    typo = copy.deepcopy(rules)
+    typo[0]["expr"] = typo[0]["expr"].replace("packwise_console_caught_up", "packwise_console_caughtup")
+    assert unknown_metrics(rule_expressions(typo), known) == [
+        f"{typo[0]['record']} queries packwise_console_caughtup, which neither the worker nor the console serves and "
+        "no rule records"]
+    if shutil.which("promtool"):  # without it the promtool tests skip, and say so
+        lint = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@contextmanager
+def serving_console(store: ConsoleStore) -> Iterator[str]:
+    """The console's web app on `store`, served on 127.0.0.1 from a thread of its own through
+    tests/test_console_web.py's client until the block ends; yields its host:port."""
+    address: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve(client: TestClient) -> None:
+        address.put(f"127.0.0.1:{client.port}")
+        await asyncio.to_thread(stop.wait)
+
+    thread = threading.Thread(target=test_console_web.with_client, args=(store, None, serve), daemon=True)
+    thread.start()
+    try:
+        yield address.get(timeout=30)
+    finally:
+        stop.set()
+        thread.join(30)
+
+
 # -- a real worker, a real Prometheus ---------------------------------------------------------------------
 
 
@@ -352,7 +418,8 @@ def wait_for(probe, timeout_s: float, what: str):
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_every_query_names_a_metric_the_worker_serves(running_worker: WorkerProcess) -> None:
+def test_every_query_names_a_metric_the_worker_or_the_console_serves(running_worker: WorkerProcess,
+                                                                    console_store: ConsoleStore) -> None:
     settings = running_worker.settings
 
     def counted() -> str | None:
@@ -362,16 +429,17 @@ def test_every_query_names_a_metric_the_worker_serves(running_worker: WorkerProc
 
     page = wait_for(counted, 30, "the worker's events and consumer lag")
     served, _ = served_names(page)
+    console, _ = served_names(console_page(console_store))
     rules = load_rules()
-    known = served | PROMETHEUS_NAMES | {rule["record"] for rule in rules if "record" in rule}
+    known = served | console | PROMETHEUS_NAMES | {rule["record"] for rule in rules if "record" in rule}
     dashboard = json.loads(DASHBOARD.read_text())
     assert unknown_metrics(rule_expressions(rules), known) == []
     assert unknown_metrics(dashboard_expressions(dashboard), known) == []
 
     dashboard["panels"][2]["targets"][0]["expr"] = "sum(rate(packwise_events_totals[5m]))"  # a typo
     assert unknown_metrics(dashboard_expressions(dashboard), known) == [
-        f"{dashboard['panels'][2]['title']}/A queries packwise_events_totals, which the worker does not serve and no "
-        "rule records"]
+        f"{dashboard['panels'][2]['title']}/A queries packwise_events_totals, which neither the worker nor the console "
+        "serves and no rule records"]
     if shutil.which("promtool"):  # without it the promtool tests skip, and say so
         lint = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True, timeout=30)
         assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -425,19 +493,33 @@ def query(url: str, expr: str) -> list[dict[str, Any]]:
     return answer["data"]["result"]
 
 
+def scraping(config: dict[str, Any], job: str, target: str) -> dict[str, Any]:
+    """`config`, its scrape job `job` pointed at `target` alone."""
+    next(j for j in config["scrape_configs"] if j["job_name"] == job)["static_configs"] = [{"targets": [target]}]
+    return config
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_real_prometheus_scrapes_the_worker_and_evaluates_rules_and_dashboard(running_worker: WorkerProcess,
                                                                               trained_bundle: Path,
+                                                                              console_store: ConsoleStore,
                                                                               tmp_path: Path) -> None:
     settings = running_worker.settings
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(RULES)]
-    config["scrape_configs"][0]["static_configs"] = [{"targets": [f"{settings.web_host}:{settings.web_port}"]}]
-    with prometheus(config, tmp_path) as url:
+    scraping(config, "packwise", f"{settings.web_host}:{settings.web_port}")
+    with serving_console(console_store) as console, \
+            prometheus(scraping(config, "packwise-console", console), tmp_path) as url:
         up = wait_for(lambda: query(url, 'up{job="packwise"} == 1'), 30, "the worker's scrape")
         assert up[0]["metric"]["instance"] == f"{settings.web_host}:{settings.web_port}"
+        wait_for(lambda: query(url, 'up{job="packwise-console"} == 1'), 30, "the console's scrape")
+        # the console's store: JP's certified poly_bag, 1 damaged in 10 shipments (too few for an alert)
+        cohort = wait_for(lambda: query(url, "marketplace_package_type:packwise_certified_damage_rate:ratio"), 15,
+                          "the certified cohort's recording rules")
+        assert [(s["metric"]["marketplace"], s["metric"]["package_type"], float(s["value"][1])) for s in cohort] == [
+            ("JP", "poly_bag", 0.1)]
         # the worker is idle once it has committed what it read: its lag is the group's, as Kafka tells it
         _, ends = group_lag(settings)
         assert sum(ends.values()) > 0  # so a lag of 0 is the worker's commits, not empty topics

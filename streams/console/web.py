@@ -104,20 +104,23 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 class ConsoleCollector:
     """The console's figures as Prometheus metrics, read from the store at scrape time: the certified cohort
-    per marketplace and type (the promise the `PackwiseDamageAboveTarget` alert checks), each marketplace's
-    target, the open test queue, dead letters, and whether the console has caught up."""
+    per marketplace and type (what the `PackwiseDamageAboveTarget` alerts check), each marketplace's target,
+    the open test queue, and whether the figures are complete (caught up) and still moving (the reader alive).
+
+    The cohort's counts are gauges, not counters: a decision read late can move shipments out of a cohort,
+    so they may go down."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
         store, live = self.console.store, self.console.live()
-        shipments = CounterMetricFamily("packwise_certified_shipments", "Shipments made in the type their product "
-                                        "was auto-certified for at the time.", labels=["marketplace", "package_type"])
-        damages = CounterMetricFamily("packwise_certified_damages", "Damage reports of those shipments.",
-                                      labels=["marketplace", "package_type"])
+        shipments = GaugeMetricFamily("packwise_certified_shipments", "Shipments made in the type their product "
+                                      "was auto-certified for at the time.", labels=["marketplace", "package_type"])
+        damages = GaugeMetricFamily("packwise_certified_damages", "Damage reports of those shipments.",
+                                    labels=["marketplace", "package_type"])
         for r in store.cohort():
             shipments.add_metric([r["marketplace"], r["package_type"]], r["shipments"])
             damages.add_metric([r["marketplace"], r["package_type"]], r["damages"])
@@ -131,9 +134,13 @@ class ConsoleCollector:
         for r in store.test_totals():
             tests.add_metric([r["marketplace"]], r["open"])
             grams.add_metric([r["marketplace"]], r["grams"])
+        failed = live.reader_failure is not None
         caught_up = GaugeMetricFamily("packwise_console_caught_up", "1 once the console has read every partition to "
-                                      "the end it had at start.", value=int(live.caught_up))
-        yield from (shipments, damages, target, tests, grams, caught_up)
+                                      "the end it had at start, while its reader runs (0 after a failure: the figures "
+                                      "are stale).", value=int(live.caught_up and not failed))
+        reader_failed = GaugeMetricFamily("packwise_console_reader_failed", "1 when the console stopped reading Kafka "
+                                          "(its /healthz says why).", value=int(failed))
+        yield from (shipments, damages, target, tests, grams, caught_up, reader_failed)
 
 
 def make_app(console: Console) -> web.Application:
