@@ -8,14 +8,21 @@ One row per shipment (each event id once), with
   shipment of that product in that type at or before the report), reported within the attribution window of
   the ship time. Whatever order the events arrived in, the join sees them all.
 
+One row per physical test result (each event id once), with the same point-in-time joins as of `tested_at`
+(the catalog record and the latest capture at or before it) and `passed`: every sample tested came through
+(samples_passed == samples_tested, the worker's rule). A result is its own label, so none is held back as
+immature; only a result after an explicit as_of is left out (it was not known then).
+
 A shipment younger than the window (shipped after as_of - window) is not a label yet: its report may still come.
 It is held back, so a row's label never changes once it is in the table. as_of is the latest event time landed
 (not the clock, so building twice gives the same table), or what the caller says.
 
 Files, next to the landed topics (streams/landing.py):
-    table/labelled.parquet   the table, ordered by shipped_at, shipment event id
-    card.json, CARD.md       what it holds: rows, positives per type, marketplace and language, time range,
-                             duplicates dropped, rows held back as immature, dead letters skipped
+    table/labelled.parquet       the table, ordered by shipped_at, shipment event id
+    table/test_results.parquet   the test results, ordered by tested_at, test result event id
+    card.json, CARD.md           what it holds: rows, positives per type, marketplace and language, time range,
+                                 duplicates dropped, rows held back as immature, dead letters skipped; test
+                                 results passed and failed per type and marketplace
 """
 
 from __future__ import annotations
@@ -38,12 +45,13 @@ if TYPE_CHECKING:  # imported where used: every `packwise` command loads this mo
     import pyarrow as pa
 
 TABLE = Path("table") / "labelled.parquet"
+TEST_RESULTS_TABLE = Path("table") / "test_results.parquet"
 CARD_JSON = "card.json"
 CARD_MD = "CARD.md"
 DEFAULT_WINDOW_DAYS = 30.0
 # The contracts' event time, per landed topic
 EVENT_TIME = {"catalog-updates": "updated_at", "tunnel-captures": "captured_at", "shipments": "shipped_at",
-              "damage-reports": "reported_at"}
+              "damage-reports": "reported_at", "test-results": "tested_at"}
 CATALOG_COLUMNS = ("locale", "title", "description", "bullet_points", "category", "price", "currency",
                    "item_length_mm", "item_width_mm", "item_height_mm", "item_weight_g")
 CAPTURE_COLUMNS = ("measured_length_mm", "measured_width_mm", "measured_height_mm", "measured_weight_g")
@@ -72,8 +80,9 @@ def _sources(con: duckdb.DuckDBPyConnection, files: dict[str, list[Path]], schem
 
 
 def build_table(files: dict[str, list[Path]], schemas: dict[str, pa.Schema], out: Path,
-                config: TableConfig = TableConfig()) -> dict[str, Any]:
-    """Write the labelled table to `out` (atomically) and return its statistics (the card's numbers)."""
+                config: TableConfig = TableConfig(), test_results_out: Path | None = None) -> dict[str, Any]:
+    """Write the labelled table to `out` and the test results to `test_results_out` (default: beside `out`,
+    test_results.parquet), each atomically, and return their statistics (the card's numbers)."""
     import duckdb
 
     con = duckdb.connect()
@@ -84,7 +93,7 @@ def build_table(files: dict[str, list[Path]], schemas: dict[str, pa.Schema], out
             con.execute(f"SET memory_limit = '{config.memory_limit}'")
         con.execute("SET TimeZone = 'UTC'")
         _sources(con, files, schemas)
-        return _build(con, out, config)
+        return _build(con, out, test_results_out or out.with_name(TEST_RESULTS_TABLE.name), config)
     finally:
         con.close()
 
@@ -100,7 +109,18 @@ def _dedup(con: duckdb.DuckDBPyConnection, base: str, columns: str = "*") -> tup
     return read, read - kept
 
 
-def _build(con: duckdb.DuckDBPyConnection, out: Path, config: TableConfig) -> dict[str, Any]:
+def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, out: Path) -> None:
+    """COPY the query's rows to `out` as Parquet: a temporary file, fsynced, then renamed over `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    path = str(tmp).replace("'", "''")
+    con.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, out)
+
+
+def _build(con: duckdb.DuckDBPyConnection, out: Path, test_results_out: Path, config: TableConfig) -> dict[str, Any]:
     duplicates, read = {}, {}
     for base in EVENT_TIME:
         columns = "*"
@@ -166,14 +186,21 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, config: TableConfig) -> di
         WHERE s.shipped_at <= $mature_before
     """, {"mature_before": params["mature_before"]})
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    path = str(tmp).replace("'", "''")
-    con.execute(f"COPY (SELECT * FROM labelled ORDER BY shipped_at, shipment_event_id) TO '{path}' "
-                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, out)
+    _copy_atomically(con, "SELECT * FROM labelled ORDER BY shipped_at, shipment_event_id", out)
+    # Physical test results, each its own label, with what was known of the product when it was tested
+    con.execute(f"""
+        CREATE TEMP TABLE tested AS
+        SELECT t.event_id AS test_result_event_id, t.product_id, t.marketplace, t.package_type, t.protocol,
+               t.samples_tested, t.samples_passed, t.failure_codes, t.lab, t.tested_at, t.request_id,
+               t.samples_passed = t.samples_tested AS passed,
+               c.event_id AS catalog_event_id, c.updated_at AS catalog_updated_at, {catalog},
+               k.event_id AS capture_event_id, k.captured_at, {capture}
+        FROM test_results t
+        ASOF LEFT JOIN catalog c ON t.product_id = c.product_id AND c.updated_at <= t.tested_at
+        ASOF LEFT JOIN captures k ON t.product_id = k.product_id AND k.captured_at <= t.tested_at
+        WHERE t.tested_at <= $as_of
+    """, {"as_of": as_of})
+    _copy_atomically(con, "SELECT * FROM tested ORDER BY tested_at, test_result_event_id", test_results_out)
 
     def grouped(column: str) -> dict[str, dict[str, int]]:
         rows = con.execute(f"SELECT coalesce(CAST({column} AS VARCHAR), 'unknown') AS k, count(*), "
@@ -193,6 +220,17 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, config: TableConfig) -> di
     def iso(value: datetime | None) -> str | None:
         return value.astimezone(timezone.utc).isoformat() if value is not None else None
 
+    def outcomes(column: str) -> dict[str, dict[str, int]]:
+        rows = con.execute(f"SELECT coalesce(CAST({column} AS VARCHAR), 'unknown') AS k, count(*), "
+                           f"count(*) FILTER (WHERE passed) FROM tested GROUP BY k ORDER BY k").fetchall()
+        return {key: {"rows": n, "passed": passed, "failed": n - passed} for key, n, passed in rows}
+
+    tests, tests_passed, first_tested, last_tested, tests_no_catalog, tests_no_capture = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE passed), min(tested_at), max(tested_at), "
+        "count(*) FILTER (WHERE catalog_event_id IS NULL), count(*) FILTER (WHERE capture_event_id IS NULL) "
+        "FROM tested").fetchone()
+    tests_after = con.execute("SELECT count(*) FROM test_results WHERE tested_at > $a", {"a": as_of}).fetchone()[0]
+
     return {
         "rows": rows, "positives": positives,
         "positives_by": {"package_type": grouped("package_type"), "marketplace": grouped("marketplace"),
@@ -205,6 +243,12 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, config: TableConfig) -> di
                            "attributed_by_product_and_type": by_match.get("product_and_type", 0),
                            "unattributed": unattributed},
         "rows_without_catalog": no_catalog, "rows_without_capture": no_capture,
+        "test_results": {
+            "rows": tests, "passed": tests_passed, "failed": tests - tests_passed,
+            "by": {"package_type": outcomes("package_type"), "marketplace": outcomes("marketplace")},
+            "time_range": {"first_tested_at": iso(first_tested), "last_tested_at": iso(last_tested)},
+            "after_as_of": tests_after, "rows_without_catalog": tests_no_catalog,
+            "rows_without_capture": tests_no_capture},
     }
 
 
@@ -222,7 +266,7 @@ def card(stats: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
             "catalog_tombstones": manifest.get("tombstones", 0),
             "lost_to_retention": manifest.get("lost_to_retention", {}),
             "topic_prefix": manifest["topic_prefix"], "offsets": manifest["offsets"], "fingerprint": fingerprint,
-            "table": TABLE.as_posix()}
+            "table": TABLE.as_posix(), "test_results_table": TEST_RESULTS_TABLE.as_posix()}
 
 
 def card_markdown(data: dict[str, Any]) -> str:
@@ -230,6 +274,7 @@ def card_markdown(data: dict[str, Any]) -> str:
         return f"{entry['positives']:,} / {entry['rows']:,}" + (
             f" ({entry['positives'] / entry['rows']:.2%})" if entry["rows"] else "")
 
+    tests = data["test_results"]
     lines = [f"# Dataset card ({data['fingerprint']})", "",
              f"- rows (mature shipments): {data['rows']:,}; damaged: {data['positives']:,}",
              f"- shipped from {data['time_range']['first_shipped_at']} to {data['time_range']['last_shipped_at']}",
@@ -243,11 +288,20 @@ def card_markdown(data: dict[str, Any]) -> str:
              f"{data['damage_reports']['attributed_by_product_and_type']:,} by product and type, "
              f"{data['damage_reports']['unattributed']:,} unattributed (no shipment within the window)",
              f"- rows without a catalog record as of ship time: {data['rows_without_catalog']:,}; "
-             f"without a capture: {data['rows_without_capture']:,}", ""]
+             f"without a capture: {data['rows_without_capture']:,}",
+             f"- physical test results: {tests['rows']:,} rows, {tests['passed']:,} passed, "
+             f"{tests['failed']:,} failed, tested from {tests['time_range']['first_tested_at']} to "
+             f"{tests['time_range']['last_tested_at']} ({tests['after_as_of']:,} after the as-of time left out; "
+             f"{tests['rows_without_catalog']:,} without a catalog record as of test time, "
+             f"{tests['rows_without_capture']:,} without a capture)", ""]
     for title, key in (("package type", "package_type"), ("marketplace", "marketplace"),
                        ("language (catalog locale)", "language")):
         lines += [f"## Positives per {title}", "", f"| {title} | damaged / rows |", "|---|---|"]
         lines += [f"| {name} | {rate(entry)} |" for name, entry in data["positives_by"][key].items()] + [""]
+    for title, key in (("package type", "package_type"), ("marketplace", "marketplace")):
+        lines += [f"## Test results per {title}", "", f"| {title} | passed | failed | rows |", "|---|---|---|---|"]
+        lines += [f"| {name} | {entry['passed']:,} | {entry['failed']:,} | {entry['rows']:,} |"
+                  for name, entry in tests["by"][key].items()] + [""]
     return "\n".join(lines)
 
 
@@ -294,8 +348,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "dataset", help="land the input topics as Parquet and build the labelled training table",
         description="build: land every input event written since the last build (per-partition offsets in "
                     "DIR/manifest.json; dead-lettered events never land), then rebuild DIR/table/labelled.parquet "
-                    "with point-in-time joins and write DIR/card.json and DIR/CARD.md. Reads with its own consumer "
-                    "(assigned partitions, no offsets committed): the workers' group is never touched.")
+                    "and DIR/table/test_results.parquet with point-in-time joins and write DIR/card.json and "
+                    "DIR/CARD.md. Reads with its own consumer (assigned partitions, no offsets committed): the "
+                    "workers' group is never touched.")
     dataset.add_argument("action", choices=["build"])
     dataset.add_argument("--out", type=Path, required=True, help="dataset folder (created; reused incrementally)")
     dataset.add_argument("--window-days", type=_days, default=DEFAULT_WINDOW_DAYS,
@@ -326,5 +381,6 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     data = table_from_landed(out, TableConfig(window=timedelta(days=args.window_days), as_of=args.as_of))
     print(f"table: {data['rows']:,} rows, {data['positives']:,} damaged, {data['held_back_immature']:,} held back "
           f"as immature, {sum(data['duplicates_dropped'].values()):,} duplicates dropped "
-          f"({time.perf_counter() - started:.1f} s) -> {out / TABLE}; card: {out / CARD_MD}")
+          f"({time.perf_counter() - started:.1f} s) -> {out / TABLE}; {data['test_results']['rows']:,} test results "
+          f"({data['test_results']['passed']:,} passed) -> {out / TEST_RESULTS_TABLE}; card: {out / CARD_MD}")
     return 0

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from models.dataset import CARD_JSON, TABLE, TableConfig, build_table, table_from_landed
+from models.dataset import (CARD_JSON, CARD_MD, TABLE, TEST_RESULTS_TABLE, TableConfig, build_table, card,
+                            card_markdown, table_from_landed)
 from streams.landing import LANDED, Buffer, arrow_schema, land
 from streams.serde import Serde
 from tests.samples import SAMPLES
@@ -43,6 +44,13 @@ def report(product: str, at: datetime, shipment_id: str | None, pack: str = "pol
             "shipment_id": shipment_id, "package_type": pack, "reported_at": at}
 
 
+def result(product: str, at: datetime, event_id: str, pack: str = "poly_bag", passed: int = 5, tested: int = 5,
+           marketplace: str = "EU") -> dict:
+    return {**SAMPLES["test_result"], "event_id": event_id, "product_id": product, "tested_at": at,
+            "package_type": pack, "samples_tested": tested, "samples_passed": passed,
+            "failure_codes": ["BROKEN"] * (tested - passed), "marketplace": marketplace}
+
+
 def write_landed(folder: Path, events: dict[str, list[dict]]) -> dict[str, list[Path]]:
     """Landed files as the lander writes them, one per topic, offsets in list order (the arrival order)."""
     files = {base: [] for base in LANDED}
@@ -61,6 +69,11 @@ def build(folder: Path, events: dict[str, list[dict]], **config) -> tuple[dict[s
     stats = build_table(write_landed(folder, events), SCHEMAS, folder / "labelled.parquet", TableConfig(**config))
     rows = pq.read_table(folder / "labelled.parquet").to_pylist()
     return {row["shipment_id"]: row for row in rows}, stats
+
+
+def results_table(folder: Path) -> dict[str, dict]:
+    """Test result event id -> row of the test-results table the last build() wrote."""
+    return {row["test_result_event_id"]: row for row in pq.read_table(folder / "test_results.parquet").to_pylist()}
 
 
 # -- point in time, without Kafka -------------------------------------------------------------------------
@@ -82,18 +95,22 @@ def test_a_catalog_change_or_capture_after_a_shipment_never_reaches_its_row(tmp_
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(catalog_hours=st.lists(st.integers(0, 200), min_size=1, max_size=6),
        capture_hours=st.lists(st.integers(0, 200), max_size=6),
-       ship_hours=st.lists(st.integers(0, 200), min_size=1, max_size=8))
+       ship_hours=st.lists(st.integers(0, 200), min_size=1, max_size=8),
+       test_hours=st.lists(st.integers(0, 200), max_size=6))
 def test_every_row_sees_the_latest_record_at_or_before_its_ship_time(
         tmp_path_factory: pytest.TempPathFactory, catalog_hours: list[int], capture_hours: list[int],
-        ship_hours: list[int]) -> None:
+        ship_hours: list[int], test_hours: list[int]) -> None:
     """Against a brute-force oracle: for any interleaving, the as-of record is the newest one not after the
-    shipment (ties at the same instant: the last written)."""
+    shipment, or the test result (ties at the same instant: the last written)."""
     hour = timedelta(hours=1)
     catalogs = [catalog("P1", T0 + h * hour, f"v{i}") for i, h in enumerate(catalog_hours)]
     captures = [capture("P1", T0 + h * hour, float(i + 1)) for i, h in enumerate(capture_hours)]
     shipments = [shipment("P1", T0 + h * hour, f"S{i}") for i, h in enumerate(ship_hours)]
-    rows, _ = build(tmp_path_factory.mktemp("asof"), {"catalog-updates": catalogs, "tunnel-captures": captures,
-                                                       "shipments": shipments}, as_of=T0 + 1000 * hour)
+    results = [result("P1", T0 + h * hour, f"T{i}") for i, h in enumerate(test_hours)]
+    folder = tmp_path_factory.mktemp("asof")
+    rows, _ = build(folder, {"catalog-updates": catalogs, "tunnel-captures": captures, "shipments": shipments,
+                             "test-results": results}, as_of=T0 + 1000 * hour)
+    test_rows = results_table(folder)
 
     def as_of(records: list[dict], field: str, at: datetime) -> dict | None:
         before = [(r[field], i, r) for i, r in enumerate(records) if r[field] <= at]
@@ -105,6 +122,45 @@ def test_every_row_sees_the_latest_record_at_or_before_its_ship_time(
             captures, "captured_at", s["shipped_at"])
         assert row["catalog_event_id"] == (expected_catalog["event_id"] if expected_catalog else None)
         assert row["capture_event_id"] == (expected_capture["event_id"] if expected_capture else None)
+    assert len(test_rows) == len(results)
+    for r in results:
+        row = test_rows[r["event_id"]]
+        expected_catalog, expected_capture = as_of(catalogs, "updated_at", r["tested_at"]), as_of(
+            captures, "captured_at", r["tested_at"])
+        assert row["catalog_event_id"] == (expected_catalog["event_id"] if expected_catalog else None)
+        assert row["capture_event_id"] == (expected_capture["event_id"] if expected_capture else None)
+
+
+def test_a_catalog_change_or_capture_after_a_test_never_reaches_its_row(tmp_path: Path) -> None:
+    events = {
+        "catalog-updates": [catalog("P1", T0, "mug v1"), catalog("P1", T0 + 3 * DAY, "mug v2")],
+        "tunnel-captures": [capture("P1", T0 + DAY, 100.0), capture("P1", T0 + 3 * DAY, 300.0)],
+        "test-results": [result("P1", T0 + 2 * DAY, "T-before"),
+                         result("P1", T0 + 3 * DAY, "T-same-instant", pack="box", marketplace="JP"),
+                         result("P1", T0 + 4 * DAY, "T-after", pack="box", passed=3),
+                         result("P1", T0 - DAY, "T-first", passed=0, tested=1)],
+    }
+    _, stats = build(tmp_path, events, as_of=T0 + 100 * DAY)
+    rows = results_table(tmp_path)
+    assert {key: (row["title"], row["measured_length_mm"], row["passed"]) for key, row in rows.items()} == {
+        "T-before": ("mug v1", 100.0, True), "T-same-instant": ("mug v2", 300.0, True),
+        "T-after": ("mug v2", 300.0, False), "T-first": (None, None, False)}
+    assert rows["T-after"]["failure_codes"] == ["BROKEN", "BROKEN"] and rows["T-after"]["samples_passed"] == 3
+    assert rows["T-first"]["catalog_event_id"] is None and rows["T-first"]["capture_event_id"] is None
+    assert [row["test_result_event_id"] for row in pq.read_table(tmp_path / "test_results.parquet").to_pylist()] == [
+        "T-first", "T-before", "T-same-instant", "T-after"]  # by test time
+    figures = stats["test_results"]
+    assert (figures["rows"], figures["passed"], figures["failed"]) == (4, 2, 2)
+    assert figures["by"] == {
+        "package_type": {"box": {"rows": 2, "passed": 1, "failed": 1},
+                         "poly_bag": {"rows": 2, "passed": 1, "failed": 1}},
+        "marketplace": {"EU": {"rows": 3, "passed": 1, "failed": 2}, "JP": {"rows": 1, "passed": 1, "failed": 0}}}
+    markdown = card_markdown(card(stats, {"offsets": {}, "topic_prefix": ""}))
+    assert "| box | 1 | 1 | 2 |" in markdown and "| JP | 1 | 0 | 1 |" in markdown
+    assert "physical test results: 4 rows, 2 passed, 2 failed" in markdown
+    # labels judged at an earlier time: a result tested after it was not known then
+    build(tmp_path, events, as_of=T0 + 3 * DAY)
+    assert set(results_table(tmp_path)) == {"T-first", "T-before", "T-same-instant"}
 
 
 def test_labels_by_shipment_id_else_product_and_type_within_the_window(tmp_path: Path) -> None:
@@ -147,6 +203,16 @@ def test_a_resent_event_id_appears_once_and_is_counted(tmp_path: Path) -> None:
     assert stats["duplicates_dropped"]["shipments"] == 1 and stats["duplicates_dropped"]["damage-reports"] == 1
 
 
+def test_a_resent_test_result_appears_once_and_is_counted(tmp_path: Path) -> None:
+    first = result("P1", T0, "T1")
+    # the same id again, resent, and once more with other contents: the first written counts, as in the worker
+    _, stats = build(tmp_path, {"test-results": [first, result("P1", T0, "T2", passed=4), dict(first),
+                                                 {**first, "samples_passed": 0}]}, as_of=T0 + DAY)
+    rows = results_table(tmp_path)
+    assert sorted(rows) == ["T1", "T2"] and rows["T1"]["passed"] and not rows["T2"]["passed"]
+    assert stats["duplicates_dropped"]["test-results"] == 2 and stats["test_results"]["rows"] == 2
+
+
 # -- landing from the broker ------------------------------------------------------------------------------
 
 
@@ -167,6 +233,10 @@ def encoded(base: str, record: dict) -> tuple[str, str, bytes]:
 
 def table_rows(folder: Path) -> list[dict]:
     return sorted(pq.read_table(folder / TABLE).to_pylist(), key=lambda r: r["shipment_event_id"])
+
+
+def result_rows(folder: Path) -> list[dict]:
+    return sorted(pq.read_table(folder / TEST_RESULTS_TABLE).to_pylist(), key=lambda r: r["test_result_event_id"])
 
 
 @pytest.mark.kafka
@@ -195,6 +265,11 @@ def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
         ("damage-reports", "P1", b"{not avro}"),
         ("catalog-updates", "P9", None),  # a tombstone
         encoded("catalog-updates", catalog("P8", now, "today")),  # the data reach today: t's shipments are mature
+        # test results: a pass resent, a fail, and one the worker dead-letters (more samples passed than tested)
+        encoded("test-results", result("P1", t + 2 * DAY, "T1")),
+        encoded("test-results", result("P1", t + 2 * DAY, "T1")),
+        encoded("test-results", result("P2", t + 2 * DAY, "T2", pack="box", passed=4)),
+        encoded("test-results", result("P3", t + 2 * DAY, "T-bad", passed=6)),
     ])
     out = tmp_path / "ds"
     for name, value in {"BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
@@ -206,34 +281,81 @@ def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
     rows = table_rows(out)
     assert [(r["shipment_id"], r["damaged"], r["title"], r["measured_length_mm"]) for r in rows] == [
         ("S2", False, None, None), ("S1", True, "Becher", 120.0)]  # by event id: P2's is a uuid, P1's "resent-id"
+    tests = result_rows(out)
+    assert [(r["test_result_event_id"], r["passed"], r["title"], r["measured_length_mm"]) for r in tests] == [
+        ("T1", True, "Becher", 120.0), ("T2", False, None, None)]
     card = json.loads((out / CARD_JSON).read_text())
-    assert card["duplicates_dropped"]["shipments"] == 1
-    assert card["dead_letters_skipped"] == {"shipments": 1, "tunnel-captures": 1, "damage-reports": 1}
+    assert card["duplicates_dropped"]["shipments"] == 1 and card["duplicates_dropped"]["test-results"] == 1
+    assert card["dead_letters_skipped"] == {"shipments": 1, "tunnel-captures": 1, "damage-reports": 1,
+                                            "test-results": 1}
     assert card["catalog_tombstones"] == 1
+    assert card["test_results"]["by"]["package_type"] == {"box": {"rows": 1, "passed": 0, "failed": 1},
+                                                          "poly_bag": {"rows": 1, "passed": 1, "failed": 0}}
+    assert "## Test results per marketplace" in (out / CARD_MD).read_text()
     landed = {base: pq.read_table(out / "landed" / base).num_rows for base in LANDED}
-    assert landed == {"catalog-updates": 2, "tunnel-captures": 1, "shipments": 3, "damage-reports": 1}
+    assert landed == {"catalog-updates": 2, "tunnel-captures": 1, "shipments": 3, "damage-reports": 1,
+                      "test-results": 3}
 
     # again, nothing new: the same rows, no file added
     files_before = sorted(p for p in (out / "landed").rglob("*.parquet"))
     report_again = land(kafka_settings, out, show_progress=False)
     assert report_again.events == 0 and sorted((out / "landed").rglob("*.parquet")) == files_before
     table_from_landed(out, TableConfig(window=timedelta(days=30)))
-    assert table_rows(out) == rows
+    assert table_rows(out) == rows and result_rows(out) == tests
 
     # more events: exactly those land; a crashed run's stray file is removed, never read
     stray = out / "landed" / "shipments" / "event_date=2000-01-01" / "part-crashed.parquet"
     stray.parent.mkdir(parents=True)
     stray.write_bytes((out / "landed" / "shipments").rglob("*.parquet").__next__().read_bytes())
     produce(kafka_settings, [encoded("shipments", shipment("P1", t + 5 * DAY, "S3")),
-                             encoded("shipments", resent)])  # a late resend of an event already landed
+                             encoded("shipments", resent),  # a late resend of an event already landed
+                             encoded("test-results", result("P1", t + 5 * DAY, "T3", passed=0)),
+                             encoded("test-results", result("P1", t + 2 * DAY, "T1"))])
     report_more = land(kafka_settings, out, show_progress=False)
-    assert report_more.landed == {"shipments": 2} and report_more.orphans_removed == 1 and not stray.exists()
+    assert report_more.landed == {"shipments": 2, "test-results": 2}
+    assert report_more.orphans_removed == 1 and not stray.exists()
     table_from_landed(out, TableConfig(window=timedelta(days=30)))
     new_rows = table_rows(out)
     assert [r for r in new_rows if r not in rows] == [r for r in new_rows if r["shipment_id"] == "S3"]
     assert len(new_rows) == len(rows) + 1
+    assert [r["test_result_event_id"] for r in result_rows(out)] == ["T1", "T2", "T3"]
 
     # its own consumer commits nothing: no group of this app holds offsets
     admin = AdminClient({"bootstrap.servers": kafka_settings.bootstrap_servers})
     groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid]
     assert not [g for g in groups if g.startswith(kafka_settings.app_id)]
+
+
+@pytest.mark.kafka
+def test_a_dataset_landed_before_test_results_lands_them_from_the_start(kafka_settings, tmp_path: Path) -> None:
+    """A manifest written when test-results was not landed (no offsets, no files for it) still builds; the
+    next landing reads test-results from its first offset and only the new events of the other topics."""
+    from streams.topics import create_topics
+
+    create_topics(kafka_settings)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    t = now - 90 * DAY
+    produce(kafka_settings, [encoded("catalog-updates", catalog("P1", t, "Becher")),
+                             encoded("catalog-updates", catalog("P8", now, "today")),  # t's shipments are mature
+                             encoded("shipments", shipment("P1", t + DAY, "S1")),
+                             encoded("test-results", result("P1", t + DAY, "T1")),
+                             encoded("test-results", result("P2", t + DAY, "T2", passed=1))])
+    out = tmp_path / "ds"
+    before = {base: contract for base, contract in LANDED.items() if base != "test-results"}
+    assert land(kafka_settings, out, show_progress=False, topics=before).landed == {"catalog-updates": 2,
+                                                                                   "shipments": 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "test-results" not in manifest["offsets"] and "test-results" not in manifest["files"]
+    data = table_from_landed(out, TableConfig(window=timedelta(days=30)))  # the old dataset builds as it is
+    assert data["rows"] == 1 and data["test_results"]["rows"] == 0 and result_rows(out) == []
+
+    produce(kafka_settings, [encoded("shipments", shipment("P1", t + 2 * DAY, "S2")),
+                             encoded("test-results", result("P1", t + 3 * DAY, "T3", passed=0))])
+    report_next = land(kafka_settings, out, show_progress=False)
+    assert report_next.landed == {"shipments": 1, "test-results": 3} and not report_next.lost_to_retention
+    data = table_from_landed(out, TableConfig(window=timedelta(days=30)))
+    assert sorted(r["shipment_id"] for r in table_rows(out)) == ["S1", "S2"] and data["duplicates_dropped"] == {
+        "catalog-updates": 0, "tunnel-captures": 0, "shipments": 0, "damage-reports": 0, "test-results": 0}
+    assert [(r["test_result_event_id"], r["passed"], r["title"]) for r in result_rows(out)] == [
+        ("T1", True, "Becher"), ("T2", False, None), ("T3", False, "Becher")]
+    assert sum(json.loads((out / "manifest.json").read_text())["offsets"]["test-results"].values()) == 3
