@@ -14,7 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from streams.console.store import ConsoleStore, Kind
-from streams.console.web import Console, loopback_only, make_app
+from streams.console.web import Console, claim_store, loopback_only, make_app
+from streams.errors import PackwiseError
 from streams.settings import Settings
 from tests.test_console_store import Feed, decision, report, request, shipment
 
@@ -134,3 +135,13 @@ def test_a_console_whose_reader_failed_says_so_and_stops_vouching_for_its_figure
     status, text = asyncio.run(main())
     assert status == 503
     assert "packwise_console_caught_up 0.0" in text and "packwise_console_reader_failed 1.0" in text
+
+
+def test_a_second_console_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    first = claim_store(tmp_path / "console" / "packwise.sqlite3")
+    try:
+        with pytest.raises(PackwiseError, match="another packwise console is reading into"):
+            claim_store(tmp_path / "console" / "packwise.sqlite3")
+    finally:
+        first.close()
+    claim_store(tmp_path / "console" / "packwise.sqlite3").close()  # free again once the first stopped

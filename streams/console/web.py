@@ -314,6 +314,22 @@ def console_token(settings: Settings) -> str | None:
     return token or None
 
 
+def claim_store(path: Path):
+    """An exclusive lock beside the store, held while this console reads into it: a second console on the
+    same store is refused (`packwise dlq replay` shares the store without reading into it, and takes none)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(f"{path}.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise PackwiseError(f"another packwise console is reading into {path}: stop it, or give this one its own "
+                            "PACKWISE_STATE_DIR") from None
+    return handle
+
+
 def serve(settings: Settings, on_ready: Callable[[str], None] = print) -> None:
     """Start the reader, the pollers and the web server; run until SIGINT or SIGTERM."""
     host, port = settings.console_host, settings.console_port
@@ -324,6 +340,7 @@ def serve(settings: Settings, on_ready: Callable[[str], None] = print) -> None:
                             "behind an authenticating proxy")
     from streams.console.cli import store_path
 
+    lock = claim_store(store_path(settings))
     store = ConsoleStore(store_path(settings))
     reader = ConsoleReader(settings, store)
     urls = [u.strip() for u in settings.console_metrics_urls.split(",") if u.strip()] or [
@@ -358,6 +375,7 @@ def serve(settings: Settings, on_ready: Callable[[str], None] = print) -> None:
             thread.stopping.set()
         reader.join(timeout=5)
         store.close()
+        lock.close()
 
 
 __all__ = ["Console", "Kind", "make_app", "serve", "loopback_only", "authorized"]
