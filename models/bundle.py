@@ -19,12 +19,13 @@ import torch
 from models import features
 from models.bundle_files import BUNDLE_FORMAT, FILES, BundleError, verify_files  # noqa: F401 (re-exported)
 from models.bundle_files import sha256 as _sha256
-from models.calibrate import calibrated
+from models.calibrate import calibrated, zero_damage_products_needed
 from models.imbalance import Imbalance
 from models.network import DamageNet, Modality, NetworkConfig
 from models.packtypes import PACK_TYPES, PackType
 from models.tokenizer import Tokenizer
 from models.train import FitResult, predict_logits, set_threads
+from streams.marketplaces import certifying_target
 
 
 
@@ -32,8 +33,9 @@ from models.train import FitResult, predict_logits, set_threads
 class Prediction:
     product_id: str | None
     probabilities: dict[PackType, float]  # calibrated P(damaged) per package type
-    certified: dict[PackType, bool]  # auto-certified: probability at or below the type's threshold
-    lightest_certified: PackType | None
+    # per calibration target: auto-certified, the probability at or below the type's threshold for that target
+    certified: dict[float, dict[PackType, bool]]
+    lightest_certified: dict[float, PackType | None]  # per calibration target
     bundle_version: str
 
 
@@ -55,16 +57,29 @@ def save_bundle(result: FitResult, out_dir: Path) -> Path:
     config = {"network": dataclasses.asdict(result.net_config), "train": dataclasses.asdict(result.train_config),
               "world": dataclasses.asdict(result.world_config)}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    delta, n_cal = result.train_config.delta, result.calibration_products
+    targets = []
+    for target, certifications in sorted(result.certifications.items()):
+        needed = zero_damage_products_needed(target, delta)
+        entry = {"target": target, "certification": [dataclasses.asdict(c) for c in certifications],
+                 "products_needed": needed}
+        if needed > n_cal:
+            entry["note"] = (f"certifies nothing: the test needs at least {needed} damage-free certified calibration "
+                             f"products at this target, and the calibration split has {n_cal}")
+        targets.append(entry)
+    strictest = targets[0]
     calibration = {
         "pack_types": [p.value for p in PACK_TYPES], "temperature": result.temperature.tolist(),
-        "bias": result.bias.tolist(), "target": result.train_config.target, "delta": result.train_config.delta,
-        "certification": [dataclasses.asdict(c) for c in result.certifications],
+        "bias": result.bias.tolist(), "delta": delta, "calibration_products": n_cal, "targets": targets,
+        # What workers before per-target certification read, and applied to every marketplace: the strictest
+        # target's, the only one safe for all of them.
+        "target": strictest["target"], "certification": strictest["certification"],
     }
     (out_dir / "calibration.json").write_text(json.dumps(calibration, indent=2))
     card = {"version": version, "modality": result.net_config.modality.value,
             "imbalance": result.train_config.imbalance.value, "seed": result.train_config.seed,
             "data_fingerprint": result.fingerprint, "train_seconds": round(result.train_seconds, 1),
-            "test_metrics": result.test_metrics}
+            "test_metrics": result.test_metrics, "test_metrics_target": max(result.certifications)}
     (out_dir / "metrics.json").write_text(json.dumps(card, indent=2))
     manifest = {"format": BUNDLE_FORMAT, "version": version, "created_at": datetime.now(timezone.utc).isoformat(),
                 "seed": result.train_config.seed, "data_fingerprint": result.fingerprint,
@@ -88,9 +103,21 @@ class Bundle:
         self.image_size: int = int(config["world"]["image_size"])
         self.temperature = np.asarray(calibration["temperature"], dtype=np.float64)
         self.bias = np.asarray(calibration["bias"], dtype=np.float64)
-        self.thresholds = np.asarray([c["threshold"] for c in calibration["certification"]], dtype=np.float64)
-        self.target: float = calibration["target"]
+        # Per target, a threshold per type (-1: certifies nothing). A bundle written before per-target
+        # certification has one target, "target"; it certifies only where that target is strict enough.
+        entries = calibration.get("targets") or [{"target": calibration["target"],
+                                                  "certification": calibration["certification"]}]
+        self.thresholds: dict[float, np.ndarray] = {
+            float(e["target"]): np.asarray([c["threshold"] for c in e["certification"]], dtype=np.float64)
+            for e in sorted(entries, key=lambda e: e["target"])}
+        self.targets: tuple[float, ...] = tuple(self.thresholds)  # strictest first
         self.delta: float = calibration["delta"]
+
+    def thresholds_for(self, target: float) -> tuple[float | None, np.ndarray]:
+        """The thresholds a marketplace with `target` certifies with, and the calibration target they were made
+        for (certifying_target); none (-1 everywhere) when the bundle has no target that strict."""
+        used = certifying_target(self.targets, target)
+        return used, (self.thresholds[used] if used is not None else np.full(len(PACK_TYPES), -1.0))
 
     def probabilities(self, f: features.Features) -> np.ndarray:
         """Calibrated P(damaged), [B, 4] in PACK_TYPES order (the fast path for evaluation)."""
@@ -110,11 +137,14 @@ class Bundle:
         predictions = []
         for i, (catalog, capture) in enumerate(zip(catalog_records, captures)):
             seen = (network.uses_text and catalog is not None) or (network.uses_images and capture is not None)
-            certified = {p: bool(seen and probs[i, t] <= self.thresholds[t]) for t, p in enumerate(PACK_TYPES)}
+            certified = {target: {p: bool(seen and probs[i, t] <= thresholds[t]) for t, p in enumerate(PACK_TYPES)}
+                         for target, thresholds in self.thresholds.items()}
             product_id = (catalog or capture or {}).get("product_id")
             predictions.append(Prediction(
                 product_id=product_id, probabilities={p: float(probs[i, t]) for t, p in enumerate(PACK_TYPES)},
-                certified=certified, lightest_certified=next((p for p in PACK_TYPES if certified[p]), None),
+                certified=certified,
+                lightest_certified={target: next((p for p in PACK_TYPES if ok[p]), None)
+                                    for target, ok in certified.items()},
                 bundle_version=self.version))
         return predictions
 

@@ -40,3 +40,15 @@ def verify_files(path: str | Path) -> dict:
         if sha256(path / name) != manifest.get("files", {}).get(name):
             raise BundleError(f"bundle {path} has a corrupt {name} (its checksum does not match the manifest).")
     return manifest
+
+
+def single_target(path: str | Path) -> tuple[str, float] | None:
+    """(version, target) of the bundle at `path`: the target its "certification" holds, the one a worker from
+    before per-target certification certified every product at with this bundle (and kept as one verdict
+    per product). None when the files cannot tell."""
+    path = Path(path)
+    try:
+        version = json.loads((path / "manifest.json").read_text())["version"]
+        return version, float(json.loads((path / "calibration.json").read_text())["target"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

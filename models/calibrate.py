@@ -17,6 +17,10 @@ correction. The sequence starts at the threshold the temperature split predicts 
 (small thresholds certify too few products for any test to reject, so starting at the smallest would
 end the sequence at once) and moves to larger thresholds; the order depends only on the separate
 split, which keeps the guarantee. Certifying nothing is always allowed.
+
+A bundle is certified at several targets (one per marketplace target, `certify_targets`), each with this
+guarantee for its own α; a marketplace then certifies with its own target's thresholds, or a stricter
+target's (R ≤ α' ≤ α), never a looser one's.
 """
 
 from __future__ import annotations
@@ -126,21 +130,41 @@ def _most_powerful(grid: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.n
 
 
 def certify_threshold(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray,
-                      grid_shipments: int, target: float, delta: float) -> Certification:
+                      grid_shipments: int, target: float, delta: float, cap: float | None = None) -> Certification:
     """The largest threshold passing the fixed-sequence binomial test on the calibration products.
 
     scores, damaged: calibration products (one audit shipment each). grid_scores, grid_damage_rate: a
     separate split (scores, and damages out of grid_shipments audit shipments per product), used only to place the grid and pick where the
-    sequence starts; the calibration labels never influence the order of the tests."""
+    sequence starts; the calibration labels never influence the order of the tests. `cap`: the sequence also
+    stops before any threshold above it (a cap below zero certifies nothing). Stopping earlier only drops
+    rejections of the full sequence, so the guarantee holds whatever the cap, even one the labels chose."""
     grid = np.quantile(grid_scores, GRID_LEVELS)
     start = _most_powerful(grid, grid_scores, grid_damaged, grid_shipments, len(scores), target, delta)
     order = np.argsort(scores, kind="stable")
     sorted_scores, sorted_damaged = scores[order], np.cumsum(damaged[order])
     best = Certification(-1.0, 0, 0, 1.0)
     for threshold in grid[start:]:
+        if cap is not None and threshold > cap:
+            break
         n = int(np.searchsorted(sorted_scores, threshold, side="right"))
         k = int(sorted_damaged[n - 1]) if n else 0
         if n == 0 or binomial_cdf(k, n, target) > delta:
             break
         best = Certification(float(threshold), n, k, clopper_pearson_upper(k, n, delta))
     return best
+
+
+def certify_targets(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray,
+                    grid_shipments: int, targets: tuple[float, ...], delta: float) -> dict[float, list[Certification]]:
+    """Certification per target and package type (columns of the [n, types] arrays), each target with its
+    own (1 − δ) guarantee. Targets are certified loosest first, and a stricter target's sequence is capped
+    at the looser one's threshold: a stricter target never certifies a product that a looser one does not
+    (without the cap it could, when its sequence starts lower on the grid and the looser one's first test
+    fails)."""
+    result: dict[float, list[Certification]] = {}
+    caps: list[float | None] = [None] * scores.shape[1]
+    for target in sorted(set(targets), reverse=True):
+        result[target] = [certify_threshold(scores[:, t], damaged[:, t], grid_scores[:, t], grid_damaged[:, t],
+                                            grid_shipments, target, delta, caps[t]) for t in range(scores.shape[1])]
+        caps = [c.threshold for c in result[target]]
+    return dict(sorted(result.items()))

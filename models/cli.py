@@ -32,6 +32,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(_rate(part) for part in text.split(",") if part.strip())
+    except (ValueError, argparse.ArgumentTypeError):
+        rates = ()
+    if not rates:
+        raise argparse.ArgumentTypeError(f"{text} is not a comma-separated list of rates strictly between 0 and 1")
+    return rates
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a damage model on a synthetic world and write a bundle")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
@@ -42,7 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--imbalance", choices=[i.value for i in Imbalance], default=Imbalance.NONE.value,
                        help="how training treats rare damages (models/REPORT.md compares them)")
     train.add_argument("--epochs", type=_positive_int, default=3, help="training epochs")
-    train.add_argument("--target", type=_rate, default=0.005, help="allowed damage rate among certified products")
+    train.add_argument("--target", type=_rate, default=None,
+                       help="an allowed damage rate among certified products to certify at, besides --targets")
+    train.add_argument("--targets", type=_rates, default=None, metavar="RATE,RATE,...",
+                       help="the allowed damage rates to certify at, one certification each (default: the distinct "
+                            "targets of the marketplaces in force, PACKWISE_MARKETPLACES_FILE or the built-in ones); "
+                            "a marketplace certifies with its own target's, or a stricter one's")
     train.add_argument("--delta", type=_rate, default=0.05, help="allowed probability of exceeding the target")
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     train.set_defaults(handler=_user_errors_as_sentences(_train))
@@ -63,6 +78,8 @@ def _train(args: argparse.Namespace) -> int:
     from models.packtypes import PACK_TYPES
     from models.train import TrainConfig, certification_shortfall, fit, prepare
     from models.world import WorldConfig
+    from streams.marketplaces import certifying_target, load_marketplaces, targets_of
+    from streams.settings import Settings
 
     if args.device not in ("auto", "cpu") and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         raise UserError(f"device {args.device!r} is not available here; use --device auto or cpu.")
@@ -70,20 +87,35 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"bundle directory {args.out} already exists and is not empty; choose a new --out.")
     if args.products < 500:
         raise UserError(f"--products {args.products} is too few to train and certify; use at least 500.")
+    settings = getattr(args, "settings", None) or Settings.from_env()
+    marketplaces = load_marketplaces(settings.marketplaces_file)
+    targets = tuple(sorted(set(args.targets or targets_of(marketplaces)) | ({args.target} if args.target else set())))
     started = time.perf_counter()
     data = prepare(WorldConfig(seed=args.seed, n_products=args.products))
-    config = TrainConfig(epochs=args.epochs, imbalance=Imbalance(args.imbalance), target=args.target,
+    config = TrainConfig(epochs=args.epochs, imbalance=Imbalance(args.imbalance), targets=targets,
                          delta=args.delta, seed=args.seed, device=args.device)
     result = fit(data, NetworkConfig(modality=Modality(args.modality)), config)
     path = save_bundle(result, args.out)
-    certified = [pack.value for pack, c in zip(PACK_TYPES, result.certifications) if c.threshold >= 0]
-    if not certified:
-        # Exit 0 all the same: the bundle is valid and safe (every product goes to a test), and a script that
+    certified = {target: [pack.value for pack, c in zip(PACK_TYPES, certifications) if c.threshold >= 0]
+                 for target, certifications in result.certifications.items()}
+    uncertified = sorted((t for t, types in certified.items() if not types), reverse=True)  # the strictest ones
+    if uncertified:
+        # Exit 0 all the same: the bundle is valid and safe (those products go to a test), and a script that
         # needs certification can read "certified" in the JSON line.
-        print(certification_shortfall(args.products, args.target, args.delta), file=sys.stderr, flush=True)
+        markets = tuple(code for code, m in marketplaces.items()
+                        if certifying_target(targets, m.target_damage_rate) in uncertified)
+        print(certification_shortfall(args.products, uncertified[0], args.delta, tuple(uncertified[1:]), markets),
+              file=sys.stderr, flush=True)
+    beyond = [f"{code} ({m.target_damage_rate:.2%})" for code, m in marketplaces.items()
+              if certifying_target(targets, m.target_damage_rate) is None]
+    if beyond:
+        print(f"WARNING: the model certifies nothing in {', '.join(beyond)}: it was certified only at "
+              f"{', '.join(f'{t:.2%}' for t in targets)}, looser than those marketplaces' targets. Add their targets "
+              "to --targets.", file=sys.stderr, flush=True)
     print(json.dumps({"bundle": str(path), "version": json.loads((path / "manifest.json").read_text())["version"],
                       "seconds": round(time.perf_counter() - started, 1),
-                      "thresholds": [c.threshold for c in result.certifications], "certified": certified,
+                      "thresholds": {repr(t): [c.threshold for c in cs] for t, cs in result.certifications.items()},
+                      "certified": {repr(t): types for t, types in certified.items()},
                       "test_weight_saved_share": round(result.test_metrics["weight_saved_share"], 4)}))
     return 0
 
@@ -93,17 +125,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     from models.bundle import load_bundle
     from models.train import world_features
     from models.world import World, WorldConfig
+    from streams.marketplaces import load_marketplaces
+    from streams.settings import Settings
 
     bundle = load_bundle(args.bundle)
     if args.seed == bundle.config["world"]["seed"]:
         raise UserError(f"--seed {args.seed} is the bundle's training seed; evaluate on a fresh world (another seed).")
+    settings = getattr(args, "settings", None) or Settings.from_env()
+    marketplaces = load_marketplaces(settings.marketplaces_file)
     world = World.generate(WorldConfig(seed=args.seed, n_products=args.products))
     probs = bundle.probabilities(world_features(world, bundle.tokenizer, np.arange(len(world.products))))
-    row = evaluate.metrics(probs, bundle.thresholds, world.products)
+    # each product certified at its own marketplace's target, as the worker certifies it
+    default = marketplaces[settings.default_marketplace]
+    thresholds = np.stack([bundle.thresholds_for(marketplaces.get(p.marketplace, default).target_damage_rate)[1]
+                           for p in world.products])
+    row = evaluate.metrics(probs, thresholds, world.products)
+    by_market = evaluate.marketplace_certification(probs, world.products, marketplaces, bundle.thresholds_for)
     command = " ".join(["packwise", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate"] else \
         f"packwise evaluate --bundle {args.bundle} --products {args.products} --seed {args.seed} --out {args.out}"
+    section = (f"## Certification per marketplace\n\nEach product is certified with the thresholds its marketplace's "
+               f"target takes (the bundle was calibrated for {', '.join(f'{t:.2%}' for t in bundle.targets)}; a "
+               "marketplace uses its own target's, else the loosest stricter one's, never a looser one's). The true "
+               "damage rate is the mean hidden damage probability of the certified products (± its standard error "
+               f"over them); the calibration guarantees, with probability at least {1 - bundle.delta:.0%} per type "
+               "and target, that the rate over all such products is within the target.\n\n"
+               f"{evaluate.marketplace_table(by_market)}\n\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "certification.json").write_text(json.dumps(by_market, indent=2))
     page = evaluate.write_report(f"Evaluation of {bundle.version}", command, {bundle.version: (probs, world.products)},
-                                 {bundle.version: row}, bundle.target, args.out, plots_folder="")
+                                 {bundle.version: row}, sorted({m["target"] for m in by_market.values()}), args.out,
+                                 plots_folder="", sections=section)
     print(page)
     return 0
 

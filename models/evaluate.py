@@ -8,6 +8,7 @@ audit shipments, so comparisons between models are not drowned in Bernoulli nois
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -17,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from models.packtypes import PACK_TYPES, PackType  # noqa: E402
 from models.world import Product  # noqa: E402
-from streams.marketplaces import DEFAULT_MARKETPLACES  # noqa: E402
+from streams.marketplaces import DEFAULT_MARKETPLACES, Marketplace  # noqa: E402
 
 PACK_WEIGHT_G = {PackType.SIOC: 5.0, PackType.POLY_BAG: 20.0, PackType.PADDED_MAILER: 70.0}
 # Corrugated boxes: inner length, width, height (mm) and weight (g); the smallest fitting one is used.
@@ -48,16 +49,19 @@ def average_precision(scores: np.ndarray, damage: np.ndarray) -> float:
 
 
 def metrics(probs: np.ndarray, thresholds: np.ndarray, products: list[Product]) -> dict:
-    """PR-AUC, certification coverage and risk per package type; the packing plan's weight saved."""
+    """PR-AUC, certification coverage and risk per package type; the packing plan's weight saved. `thresholds`:
+    one per type, or one per product and type (each product at its marketplace's target)."""
     truth = np.asarray([p.damage_probability for p in products])
-    certified = probs <= thresholds[None, :]
+    thresholds = np.broadcast_to(thresholds, probs.shape)
+    certified = probs <= thresholds
     per_type = {}
     for t, pack in enumerate(PACK_TYPES):
         c = certified[:, t]
+        uniform = len(products) > 0 and bool((thresholds[:, t] == thresholds[0, t]).all())
         per_type[pack.value] = {
             "pr_auc": average_precision(probs[:, t], truth[:, t]),
             "base_damage_rate": float(truth[:, t].mean()),
-            "threshold": float(thresholds[t]),
+            "threshold": float(thresholds[0, t]) if uniform else None,
             "coverage": float(c.mean()),
             "certified_damage_rate": float(truth[c, t].mean()) if c.any() else 0.0,
             # Recall at the certification precision: the share of undamaged shipments that get certified.
@@ -84,6 +88,49 @@ def metrics(probs: np.ndarray, thresholds: np.ndarray, products: list[Product]) 
         "damage_rate_of_moved": float(chosen_risk[moved].mean()) if moved.any() else 0.0,
         "damage_rate_of_plan": float(chosen_risk.mean()),
     }
+
+
+def marketplace_certification(probs: np.ndarray, products: list[Product], marketplaces: Mapping[str, Marketplace],
+                              thresholds_for: Callable[[float], tuple[float | None, np.ndarray]]) -> dict[str, dict]:
+    """Per marketplace the products sell in: each certified as the worker certifies it, with the thresholds its
+    marketplace's target takes (`thresholds_for(target)` -> the calibration target used, or None, and a threshold
+    per type), and per type how many were certified and the true damage rate among them (the mean of their hidden
+    damage probability, with its standard error over the products), to hold against the target."""
+    truth = np.asarray([p.damage_probability for p in products])
+    codes = np.asarray([p.marketplace for p in products])
+    result = {}
+    for code, market in marketplaces.items():
+        mine = codes == code
+        if not mine.any():
+            continue
+        used, thresholds = thresholds_for(market.target_damage_rate)
+        per_type = {}
+        for t, pack in enumerate(PACK_TYPES):
+            rates = truth[mine, t][probs[mine, t] <= thresholds[t]]
+            per_type[pack.value] = {
+                "threshold": float(thresholds[t]), "certified": len(rates),
+                "damage_rate": float(rates.mean()) if len(rates) else None,
+                "standard_error": float(rates.std(ddof=1) / np.sqrt(len(rates))) if len(rates) > 1 else None,
+            }
+        result[code] = {"target": market.target_damage_rate, "certified_at": used, "products": int(mine.sum()),
+                        "per_type": per_type}
+    return result
+
+
+def marketplace_table(by_market: dict[str, dict]) -> str:
+    """A markdown table of marketplace_certification: a row per marketplace and package type."""
+    lines = ["| marketplace | target | thresholds made for | products | type | certified | true damage rate among "
+             "them | within target |", "|" + "---|" * 8]
+    for code, m in by_market.items():
+        made_for = f"{m['certified_at']:.2%}" if m["certified_at"] is not None else "none (certifies nothing)"
+        for pack, c in m["per_type"].items():
+            rate = "-" if c["damage_rate"] is None else f"{c['damage_rate']:.3%}"
+            if c["standard_error"] is not None:
+                rate += f" ± {c['standard_error']:.3%}"
+            within = "-" if c["damage_rate"] is None else ("yes" if c["damage_rate"] <= m["target"] else "**no**")
+            lines.append(f"| {code} | {m['target']:.2%} | {made_for} | {m['products']:,} | {pack} | "
+                         f"{c['certified']:,} | {rate} | {within} |")
+    return "\n".join(lines)
 
 
 def plot_pr_curves(curves: dict[str, tuple[np.ndarray, list[Product]]], path: Path) -> None:
@@ -119,7 +166,8 @@ def plot_reliability(probs: np.ndarray, products: list[Product], path: Path) -> 
     plt.close(fig)
 
 
-def plot_coverage_risk(curves: dict[str, tuple[np.ndarray, list[Product]]], target: float, path: Path) -> None:
+def plot_coverage_risk(curves: dict[str, tuple[np.ndarray, list[Product]]], targets: float | Sequence[float],
+                       path: Path) -> None:
     """Share of products certified against the true damage rate among them, as the threshold moves."""
     fig, axes = plt.subplots(1, len(PACK_TYPES), figsize=(4 * len(PACK_TYPES), 3.6))
     for name, (probs, products) in curves.items():
@@ -129,7 +177,8 @@ def plot_coverage_risk(curves: dict[str, tuple[np.ndarray, list[Product]]], targ
             n = np.arange(1, len(order) + 1)
             ax.plot(n / len(order), np.cumsum(truth[order, t]) / n, label=name)
     for t, ax in enumerate(axes):
-        ax.axhline(target, color="k", ls=":", lw=1)
+        for target in np.atleast_1d(targets):
+            ax.axhline(target, color="k", ls=":", lw=1)
         ax.set(title=PACK_TYPES[t].value, xlabel="coverage", ylabel="damage rate among certified", yscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -153,10 +202,10 @@ def metrics_table(rows: dict[str, dict]) -> str:
 
 
 def write_report(title: str, command: str, curves: dict[str, tuple[np.ndarray, list[Product]]],
-                 rows: dict[str, dict], target: float, out_dir: Path, notes: str = "",
-                 plots_folder: str = "report") -> Path:
-    """A markdown page with the metrics table and the three plots, in `plots_folder` under out_dir ("": beside
-    the page; the model report keeps its plots in models/report/)."""
+                 rows: dict[str, dict], target: float | Sequence[float], out_dir: Path, notes: str = "",
+                 plots_folder: str = "report", sections: str = "") -> Path:
+    """A markdown page with the metrics table, any further `sections` (markdown) and the three plots, in
+    `plots_folder` under out_dir ("": beside the page; the model report keeps its plots in models/report/)."""
     out_dir = Path(out_dir)
     plots = out_dir / plots_folder
     plots.mkdir(parents=True, exist_ok=True)
@@ -167,7 +216,7 @@ def write_report(title: str, command: str, curves: dict[str, tuple[np.ndarray, l
     plot_coverage_risk(curves, target, plots / "coverage_risk.png")
     page = out_dir / "REPORT.md"
     page.write_text(f"# {title}\n\nRegenerate with:\n\n```\n{command}\n```\n\n{notes}\n\n"
-                    f"## Metrics on fresh products\n\n{metrics_table(rows)}\n\n"
+                    f"## Metrics on fresh products\n\n{metrics_table(rows)}\n\n{sections}"
                     f"![precision-recall]({link}pr_curves.png)\n\n"
                     f"![reliability ({first})]({link}reliability.png)\n\n"
                     f"![coverage vs risk]({link}coverage_risk.png)\n")

@@ -38,7 +38,7 @@ class TrainConfig:
     two_phase_split: float = 0.5  # share of epochs in phase 1 (undersampled)
     smote_head_epochs: int = 3
     modality_dropout: float = 0.15  # drop text or images per example, so one-sided inputs score well
-    target: float = 0.005  # damage rate allowed among certified products
+    targets: tuple[float, ...] = (0.005,)  # damage rates allowed among certified products: one certification each
     delta: float = 0.05  # allowed probability that the certified rate exceeds the target
     seed: int = 0
     device: str = "auto"
@@ -123,15 +123,19 @@ def calibration_size(n_products: int) -> int:
     return int(bounds[index + 1] - bounds[index])
 
 
-def certification_shortfall(n_products: int, target: float, delta: float) -> str:
-    """The warning for a run that certified no package type: what the test needs, what this run had, and
-    the least that could change it. Both figures are floors (every calibration product certified and
-    undamaged); a real model certifies only the products it scores safest."""
+def certification_shortfall(n_products: int, target: float, delta: float, stricter: tuple[float, ...] = (),
+                            markets: tuple[str, ...] = ()) -> str:
+    """The warning for a run that certified no package type at `target` (nor, then, at the `stricter` targets):
+    what the test needs, what this run had, and the least that could change it. Both figures are floors (every
+    calibration product certified and undamaged); a real model certifies only the products it scores safest.
+    `markets`: the marketplaces whose targets these are."""
     needed = calibrate.zero_damage_products_needed(target, delta)
     n_cal = calibration_size(n_products)
-    lines = [f"WARNING: no package type could be certified at target {target:.2%} (delta {delta:.0%}). The bundle "
-             "works, but the worker will send every product to a person's test (needs_test) until shipment data "
-             "certify a type.",
+    nor = f", nor at the stricter {', '.join(f'{t:.2%}' for t in stricter)}" if stricter else ""
+    whose = f"in {', '.join(markets)} " if markets else ""
+    lines = [f"WARNING: no package type could be certified at target {target:.2%} (delta {delta:.0%}){nor}. The "
+             f"bundle works, but the worker will send every product {whose}to a person's test (needs_test) until "
+             "shipment data certify a type.",
              f"  The certification test passes only with at least {needed} certified calibration products with no "
              f"damage among them ((1 - target)^n <= delta); this run had {n_cal} calibration products "
              f"({SPLITS['calibration']:.0%} of {n_products})."]
@@ -248,11 +252,12 @@ class FitResult:
     tokenizer: Tokenizer
     temperature: np.ndarray
     bias: np.ndarray
-    certifications: list[calibrate.Certification]
-    test_metrics: dict
+    certifications: dict[float, list[calibrate.Certification]]  # per target, per package type
+    test_metrics: dict  # at the loosest target
     world_config: WorldConfig
     fingerprint: str
     train_seconds: float
+    calibration_products: int
 
 
 def fit(data: Dataset, net_config: NetworkConfig, config: TrainConfig, show_progress: bool = True) -> FitResult:
@@ -271,12 +276,12 @@ def fit(data: Dataset, net_config: NetworkConfig, config: TrainConfig, show_prog
                                                   np.full_like(data.audit_repeats[temp_idx], AUDIT_REPEATS))
     probs = {name: calibrate.calibrated(z, temperature, bias) for name, z in logits.items()}
     cal_idx = data.splits["calibration"]
-    certifications = [calibrate.certify_threshold(probs["calibration"][:, t], data.audit[cal_idx, t],
-                                                  probs["temperature"][:, t], data.audit_repeats[temp_idx, t],
-                                                  AUDIT_REPEATS, config.target,
-                                                  config.delta)
-                      for t in range(probs["calibration"].shape[1])]
+    certifications = calibrate.certify_targets(probs["calibration"], data.audit[cal_idx], probs["temperature"],
+                                               data.audit_repeats[temp_idx], AUDIT_REPEATS, config.targets,
+                                               config.delta)
     test_products = [data.world.products[i] for i in data.splits["test"]]
-    metrics = evaluate.metrics(probs["test"], np.asarray([c.threshold for c in certifications]), test_products)
+    loosest = max(certifications)  # the card measures what the bundle certifies at most
+    metrics = evaluate.metrics(probs["test"], np.asarray([c.threshold for c in certifications[loosest]]),
+                               test_products)
     return FitResult(model.cpu(), net_config, config, data.tokenizer, temperature, bias, certifications, metrics,
-                     data.world.config, data.fingerprint, train_seconds)
+                     data.world.config, data.fingerprint, train_seconds, len(cal_idx))

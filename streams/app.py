@@ -118,7 +118,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
     serde = Serde.for_settings(settings)
     serde.require_registered(WORKER_WRITES, "the worker")
     processor = Processor(settings, serde, load_marketplaces(settings.marketplaces_file), tables, context=state.at,
-                          limits=limits)
+                          limits=limits, legacy_targets=scorer.legacy_targets)
     # one thread that waits on the scoring process's pipe, so the event loop never does; one, so batches
     # from the two scoring agents and the timer take turns on that pipe
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packwise-scoring")

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from models.packtypes import PACK_TYPES, PackType
 from streams.errors import PackwiseError
-from streams.marketplaces import Marketplace, load_marketplaces
+from streams.marketplaces import Marketplace, load_marketplaces, targets_of
 from streams.settings import Settings
 from streams.workers import WorkerProcess
 
@@ -281,18 +281,24 @@ def demo_bundle(settings: Settings, products: int, epochs: int) -> Path:
     from models.bundle import BundleError, load_bundle
 
     path = Path(settings.state_dir) / "models" / f"demo-{products}-{epochs}"
+    targets = targets_of(load_marketplaces(settings.marketplaces_file))
     try:
-        load_bundle(path)
-        print(f"model: reusing the demo model trained earlier in {path} (delete that folder to train it again)",
-              flush=True)
-        return path
+        missing = sorted(set(targets) - set(load_bundle(path).targets))
+        if not missing:
+            print(f"model: reusing the demo model trained earlier in {path} (delete that folder to train it again)",
+                  flush=True)
+            return path
+        # e.g. one trained before per-marketplace certification: it would certify nothing in those marketplaces
+        print(f"model: the demo model in {path} is not certified at {', '.join(f'{t:.2%}' for t in missing)}, a "
+              "target of the marketplaces in force; training it again", flush=True)
     except BundleError:
         pass
     if path.exists():
         shutil.rmtree(path)
     print(f"training the demo model on {products} synthetic products (once; kept in {path}) ...", flush=True)
     result = subprocess.run([sys.executable, "-m", "streams.cli", "train", "--out", str(path), "--products",
-                             str(products), "--epochs", str(epochs), "--seed", "1"], stdout=subprocess.DEVNULL)
+                             str(products), "--epochs", str(epochs), "--seed", "1",
+                             "--targets", ",".join(repr(t) for t in targets)], stdout=subprocess.DEVNULL)
     if result.returncode != 0:
         raise PackwiseError(f"training the demo model failed (exit {result.returncode}); see the lines above")
     return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from models.packtypes import PackType
 from streams.errors import PackwiseError
@@ -70,6 +70,19 @@ class Marketplace:
             return self.box_for(item_mm).weight_g
         return {PackType.SIOC: self.sioc_weight_g, PackType.POLY_BAG: self.poly_bag_weight_g,
                 PackType.PADDED_MAILER: self.padded_mailer_weight_g}[pack]
+
+
+def certifying_target(calibrated: Iterable[float], target: float) -> float | None:
+    """Of the targets a model bundle was calibrated for, the one whose certifications a marketplace with
+    `target` may use: `target` itself, else the loosest stricter one (its thresholds are conservative
+    there). None when every calibrated target is looser: a verdict made for a looser target never counts."""
+    usable = [t for t in calibrated if t <= target * (1 + 1e-9)]  # 1e-9: the same rate written another way
+    return max(usable) if usable else None
+
+
+def targets_of(marketplaces: Mapping[str, Marketplace]) -> tuple[float, ...]:
+    """The distinct damage targets of a marketplace configuration, strictest first."""
+    return tuple(sorted({m.target_damage_rate for m in marketplaces.values()}))
 
 
 _BOXES = (

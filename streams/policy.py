@@ -6,7 +6,10 @@ For each package type, the observed shipments give a lower bound on the damage r
 (Clopper-Pearson) and an upper bound from the data plus the model's calibrated probability worth
 `model_prior_weight` pseudo-shipments. A type is *certifiable* when the data do not contradict it (lower
 bound within the target) and either the model certifies it or the upper bound is within the target.
-When the data contradict a type the model certified, the model is set aside for that product. The
+The model certifies with the verdicts its bundle made for the marketplace's own target, or for the loosest
+stricter target it was calibrated for (conservative there); never with verdicts made for a looser target,
+so a bundle calibrated only for looser targets certifies nothing in that marketplace. The reason names the
+target used. When the data contradict a type the model certified, the model is set aside for that product. The
 decision is the lightest certifiable type the item fits (bags and mailers have a largest item); with none,
 the box, pending a person's test of the lightest promising lighter type it fits.
 
@@ -34,7 +37,7 @@ from typing import Mapping, NamedTuple
 from scipy.special import betaincinv
 
 from models.packtypes import PACK_TYPES, PackType
-from streams.marketplaces import Marketplace
+from streams.marketplaces import Marketplace, certifying_target
 
 TINY = 1e-9  # keeps Beta parameters positive where a side has no evidence at all
 
@@ -61,11 +64,18 @@ class RelabelCause(str, enum.Enum):
 
 @dataclass(frozen=True)
 class ModelView:
-    """What the model said about one product: calibrated probabilities and certification verdicts."""
+    """What the model said about one product: calibrated probabilities, and its certification verdicts per
+    target its bundle was calibrated for (each with its own guarantee; see models/calibrate.py)."""
 
     probabilities: Mapping[PackType, float]
-    certified: Mapping[PackType, bool]
+    certified: Mapping[float, Mapping[PackType, bool]]  # calibration target -> verdict per package type
     version: str
+
+    def verdicts_for(self, target: float) -> tuple[float | None, Mapping[PackType, bool]]:
+        """The verdicts a marketplace with `target` may take, and the calibration target they were made for:
+        its own, else the loosest stricter one; none when the bundle was calibrated only for looser targets."""
+        used = certifying_target(self.certified, target)
+        return used, (self.certified[used] if used is not None else {})
 
 
 class Counts(NamedTuple):
@@ -105,6 +115,7 @@ class Decision:
     test: TestProposal | None
     provisional: bool = False  # decided while awaiting the product's first model verdict
     test_outcome: str | None = None  # "test_passed" / "test_failed": a physical test made this decision
+    model_target: float | None = None  # the calibration target whose model verdicts counted (None: none did)
 
     def evidence_for(self, pack: PackType) -> Evidence:
         return self.evidence[pack.index]
@@ -150,14 +161,16 @@ def upper_bound(model_probability: float | None, counts: Counts, market: Marketp
     return _beta_upper(damages + weight * p, clean + weight * (1.0 - p), market.credible_level)
 
 
-def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: float, market: Marketplace,
-              model_refuted: bool, fits: bool, passed: bool = False, ruled_out: bool = False) -> Evidence:
+def _evidence(pack: PackType, model: ModelView | None, verdicts: Mapping[PackType, bool], counts: Counts,
+              lower: float, market: Marketplace, model_refuted: bool, fits: bool, passed: bool = False,
+              ruled_out: bool = False) -> Evidence:
     """Once data refute one of the model's certifications for a product, none of its verdicts count for
     it, and its prior may only make bounds more cautious (so more damage never certifies a lighter type).
     A passed physical test certifies like the model's verdict, unless the data contradict it; a failed one
-    (of this type or a heavier one) rules the type out whatever the rest says."""
+    (of this type or a heavier one) rules the type out whatever the rest says. `verdicts`: the model's, made
+    for the marketplace's target (ModelView.verdicts_for)."""
     probability = model.probabilities[pack] if model else None
-    model_certified = bool(model and model.certified.get(pack, False))
+    model_certified = bool(verdicts.get(pack, False))
     upper = upper_bound(probability, counts, market)
     if model_refuted and probability is not None:
         upper = max(upper, upper_bound(None, counts, market))
@@ -169,13 +182,11 @@ def _evidence(pack: PackType, model: ModelView | None, counts: Counts, lower: fl
                     contradicted, certifiable, passed and not ruled_out, ruled_out)
 
 
-def _refutation(model: ModelView | None, counts: Mapping[PackType, Counts], lowers: list[float],
+def _refutation(verdicts: Mapping[PackType, bool], counts: Mapping[PackType, Counts], lowers: list[float],
                 market: Marketplace) -> str | None:
     """Why the data refute the model for this product (the first certified type they contradict), if they do."""
-    if model is None:
-        return None
     for pack, lower in zip(PACK_TYPES, lowers):
-        if lower > market.target_damage_rate and model.certified.get(pack, False):
+        if lower > market.target_damage_rate and verdicts.get(pack, False):
             seen = counts.get(pack, NO_COUNTS)
             return (f"{_damages(seen.damages)} in {seen.shipments} {pack.value} shipments (lower bound {_pct(lower)} > "
                     f"target {_pct(market.target_damage_rate)}) refute the model's certification; it is set aside "
@@ -207,17 +218,18 @@ def decide(
     decision is then provisional); False when the model was asked and could not score the product.
     `tests`: the latest physical test outcome per package type, since the product last changed materially."""
     tests = tests or {}
+    target = market.target_damage_rate
+    model_target, verdicts = model.verdicts_for(target) if model else (None, {})
     seen = [counts.get(pack, NO_COUNTS) for pack in PACK_TYPES]
     lowers = [data_lower_bound(c, market) for c in seen]
-    refutation = _refutation(model, counts, lowers, market)
+    refutation = _refutation(verdicts, counts, lowers, market)
     fits = [market.fits(pack, item_mm) for pack in PACK_TYPES]
     failed = [pack for pack in PACK_TYPES if tests.get(pack) is TestOutcome.FAILED]
     heaviest_failed = failed[-1] if failed else None
-    evidence = tuple(_evidence(pack, model, c, lower, market, refutation is not None, fit,
+    evidence = tuple(_evidence(pack, model, verdicts, c, lower, market, refutation is not None, fit,
                                tests.get(pack) is TestOutcome.PASSED,
                                heaviest_failed is not None and pack.index <= heaviest_failed.index)
                      for pack, c, lower, fit in zip(PACK_TYPES, seen, lowers, fits))
-    target = market.target_damage_rate
     certified = [e for e in evidence if e.certifiable]
     test_outcome = None
     if certified and certified[0].test_passed and not (
@@ -229,7 +241,10 @@ def decide(
     elif certified:
         chosen, status = certified[0], DecisionStatus.AUTO_CERTIFIED
         if chosen.model_certified and refutation is None and chosen.damage_rate_upper > target:
-            reason = (f"model certifies {chosen.package_type.value} at target {_pct(target)} "
+            assert model_target is not None  # a verdict was taken, so it was made for some target
+            at = (f"at target {_pct(model_target)}" if model_target >= target else
+                  f"at target {_pct(model_target)}, stricter than the marketplace's {_pct(target)}")
+            reason = (f"model certifies {chosen.package_type.value} {at} "
                       f"(p={_pct(chosen.model_probability or 0.0)}); {_damages(chosen.damages)} in "
                       f"{chosen.shipments} shipments do not contradict it")
         else:
@@ -238,6 +253,10 @@ def decide(
     else:
         chosen, status = evidence[PackType.BOX.index], DecisionStatus.NEEDS_TEST
         reason = f"no package type meets target {_pct(target)} yet; box until a physical test says otherwise"
+    if model is not None and model_target is None:
+        calibrated = ", ".join(_pct(t) for t in sorted(model.certified)) or "no target it names"
+        reason += (f"; model {model.version} certifies nothing at target {_pct(target)}: it was calibrated for "
+                   f"{calibrated}")
     if refutation:
         reason = f"{refutation}; {reason}"
     if heaviest_failed is not None and test_outcome is None:
@@ -256,7 +275,7 @@ def decide(
     if provisional:
         reason = f"provisional until the model's first verdict: {reason}"
     return Decision(chosen.package_type, status, reason, evidence, target,
-                    model.version if model else None, test, provisional, test_outcome)
+                    model.version if model else None, test, provisional, test_outcome, model_target)
 
 
 def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Marketplace,

@@ -6,7 +6,10 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - catalog:      the latest catalog record, as its wire bytes
 - captures:     the latest tunnel capture, as its wire bytes (re-scoring after a catalog change needs it)
 - pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
-- products:     marketplace, item size, the model's last verdict (or that it was sought and none came), the current
+- products:     marketplace, item size, the model's last verdict (or that it was sought and none came) as "model":
+                {"p": calibrated probabilities per type, "ok": {calibration target: "0111", a digit per type, 1 where
+                certified}, "version"} (workers before per-target certification kept "ok" as one list of booleans,
+                made at their bundle's single target), the current
                 decision (and whether it is provisional), and its open test request under "request": {"n": requests
                 made so far, and while one is open "type", "from" (the decision it was asked under), "g" (grams a pass
                 saves), "at" (when asked, epoch ms)}. Workers before the request lifecycle kept instead "tests", the
@@ -238,8 +241,13 @@ def _from_millis(millis: int) -> datetime:
 class Processor:
     def __init__(self, settings: Settings, serde: Serde, marketplaces: Mapping[str, Marketplace], tables: Tables,
                  clock: Callable[[], float] = time.time, context: PartitionContext = no_context,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), legacy_targets: Mapping[str, float] | None = None) -> None:
+        """`legacy_targets`: bundle version -> the single target at which that bundle's verdicts kept by workers
+        before per-target certification were made (the loaded bundle's: models.bundle_files.single_target). A
+        kept verdict of another version names no target, so it certifies nothing until the product is scored
+        again."""
         self.settings = settings
+        self.legacy_targets = dict(legacy_targets or {})
         self.serde = serde
         self.marketplaces = marketplaces
         self.tables = tables
@@ -497,7 +505,9 @@ class Processor:
                 state["verdict_sought"] = True  # decisions without a verdict are final from now on
                 if view is not None:
                     state["model"] = {"p": [view.probabilities[p] for p in PACK_TYPES],
-                                      "ok": [bool(view.certified[p]) for p in PACK_TYPES], "version": view.version}
+                                      "ok": {repr(float(target)): "".join("1" if ok[p] else "0" for p in PACK_TYPES)
+                                             for target, ok in view.certified.items()},
+                                      "version": view.version}
                 out += self.redecide(job.product_id, catalog_changed=job.catalog_changed, state=state, changed=True)
         return out
 
@@ -516,7 +526,7 @@ class Processor:
         if stats is None:
             stats = stats_of(t.damage_stats.get(product))
         market = self._market(state)
-        decision = self._decide((tuple(model["p"]), tuple(model["ok"]), model["version"]) if model else None,
+        decision = self._decide(self._verdict(model) if model else None,
                                 tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
                                 tuple(state.get("item_mm") or (0.0, 0.0, 0.0)), not state.get("verdict_sought"),
                                 tuple(sorted((stats.get("tests") or {}).items())))
@@ -543,6 +553,15 @@ class Processor:
         if out or changed:
             t.products[product] = state
         return out
+
+    def _verdict(self, model: Mapping[str, Any]) -> tuple:
+        """A kept model verdict as plain values for the memoized policy: (probabilities, ((target, "0111"), ...),
+        version)."""
+        ok = model["ok"]
+        if isinstance(ok, list):  # kept before per-target certification: one verdict, at its bundle's target
+            target = self.legacy_targets.get(model["version"])
+            ok = {} if target is None else {repr(target): "".join("1" if c else "0" for c in ok)}
+        return tuple(model["p"]), tuple(sorted((float(t), bits) for t, bits in ok.items())), model["version"]
 
     def _market(self, state: Mapping[str, Any]) -> Marketplace:
         return self.marketplaces.get(state.get("marketplace", ""), self.marketplaces[self.settings.default_marketplace])
@@ -644,7 +663,9 @@ class Processor:
                          tests: tuple[tuple[str, str], ...] = ()) -> Decision:
         """The policy on plain values, so that its answers can be memoized: many products share a model
         verdict-free state or the same counts (Decisions are immutable)."""
-        view = ModelView(dict(zip(PACK_TYPES, model[0])), dict(zip(PACK_TYPES, model[1])), model[2]) if model else None
+        view = ModelView(dict(zip(PACK_TYPES, model[0])),
+                         {target: {p: bit == "1" for p, bit in zip(PACK_TYPES, bits)} for target, bits in model[1]},
+                         model[2]) if model else None
         counts = {p: Counts(shipments[i], damages[i]) for i, p in enumerate(PACK_TYPES)}
         market = self.marketplaces.get(market_code) or self.marketplaces[self.settings.default_marketplace]
         outcomes = {PackType(pack): TestOutcome(outcome) for pack, outcome in tests}

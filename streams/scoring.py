@@ -155,13 +155,16 @@ class ScoringProcess:
         """Start the process; with `wait`, wait until the model is loaded (else call wait_ready() before
         scoring: the worker does its other start-up work meanwhile)."""
         require_path(path)
-        from models.bundle_files import BundleError, verify_files
+        from models.bundle_files import BundleError, single_target, verify_files
 
         try:  # the common mistakes (no bundle there, a file missing or corrupt) without waiting for torch
             verify_files(path)
         except BundleError as error:
             raise cannot_load(error) from None
         self.path = str(path)
+        # version -> target of the verdicts that workers before per-target certification kept with this bundle
+        known = single_target(path)
+        self.legacy_targets: dict[str, float] = dict([known]) if known else {}
         self.version = ""
         self.answer_timeout_s = answer_timeout_s  # a batch takes well under a second; a hung model must not
         # hold the worker's partitions forever

@@ -87,9 +87,10 @@ def test_train_that_certifies_nothing_says_so_loudly_and_what_it_would_need(
     bundle still works (the worker sends every product to a test), so the run succeeds, but not silently."""
     result, _ = uncertified_training
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["certified"] == []
+    assert json.loads(result.stdout)["certified"] == {"0.003": [], "0.004": [], "0.005": []}
     warning = result.stderr[result.stderr.index("WARNING"):]
-    assert "no package type could be certified at target 0.50% (delta 5%)" in warning
+    assert "no package type could be certified at target 0.50% (delta 5%), nor at the stricter 0.40%, 0.30%" in warning
+    assert "every product in NA, EU, JP to a person's test" in warning
     assert "598 certified calibration products with no damage" in warning  # (1 - 0.005)^598 <= 0.05
     assert "150 calibration products (30% of 500)" in warning
     assert "--products 1992 at the very least" in warning and "--target 0.0198" in warning
@@ -104,9 +105,43 @@ def test_evaluate_writes_its_report_and_plots_into_the_folder_given(
     out = tmp_path / "report-here"
     result = run_cli("evaluate", "--bundle", str(bundle), "--products", "200", "--out", str(out), timeout_s=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "coverage_risk.png", "pr_curves.png",
-                                                     "reliability.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md", "certification.json", "coverage_risk.png",
+                                                     "pr_curves.png", "reliability.png"]
     assert "![precision-recall](pr_curves.png)" in (out / "REPORT.md").read_text()
+
+
+@pytest.mark.slow
+def test_train_certifies_at_every_marketplace_target_and_says_which_it_cannot_reach(
+        uncertified_training: tuple[subprocess.CompletedProcess, Path]) -> None:
+    """By default a bundle is certified at each target of the marketplaces in force (the built-in 0.5%, 0.4%,
+    0.3%); one the calibration split is too small for says so and certifies nothing."""
+    _, bundle = uncertified_training
+    calibration = json.loads((bundle / "calibration.json").read_text())
+    assert [entry["target"] for entry in calibration["targets"]] == [0.003, 0.004, 0.005]
+    for entry in calibration["targets"]:
+        assert [c["threshold"] for c in entry["certification"]] == [-1.0] * 4
+        assert entry["note"].startswith(f"certifies nothing: the test needs at least {entry['products_needed']} ")
+        assert "the calibration split has 150" in entry["note"]
+
+
+@pytest.mark.slow
+def test_the_small_model_has_thresholds_per_target_and_a_stricter_one_never_certifies_more(
+        trained_bundle: Path) -> None:
+    """The session's small model, trained with the marketplaces of the worker tests in force (3%, 4%, 5%)."""
+    calibration = json.loads((trained_bundle / "calibration.json").read_text())
+    thresholds = {entry["target"]: [c["threshold"] for c in entry["certification"]] for entry in calibration["targets"]}
+    counts = {entry["target"]: [c["n_certified"] for c in entry["certification"]] for entry in calibration["targets"]}
+    assert sorted(thresholds) == [0.03, 0.04, 0.05]
+    for stricter, looser in ((0.03, 0.04), (0.04, 0.05)):
+        assert all(s <= lo for s, lo in zip(thresholds[stricter], thresholds[looser]))
+        assert all(s <= lo for s, lo in zip(counts[stricter], counts[looser]))
+    assert any(t >= 0 for t in thresholds[0.05][:3])  # a light type is certified: the worker tests need one
+
+
+@pytest.mark.parametrize("targets", ["0", "0.005,x", ",", "1.5"])
+def test_train_refuses_targets_that_are_not_rates(targets: str) -> None:
+    result = run_cli("train", "--out", "unused", "--targets", targets)
+    assert result.returncode == 2 and "is not a comma-separated list of rates strictly between 0 and 1" in result.stderr
 
 
 def subcommand_help() -> dict[str, str]:
@@ -123,8 +158,8 @@ def test_help_shows_the_defaults_and_what_each_action_does() -> None:
     assert "--products PRODUCTS products in the simulated center (default: 300)" in helps["simulate"]
     assert "--train-products TRAIN_PRODUCTS" in helps["demo"] and "(default: 8000)" in helps["demo"]
     assert "--limit N rows per table (default: 10)" in helps["watch"]
-    assert "(default: 0.005)" in helps["train"] and "--products PRODUCTS products in the world (default: 10000)" \
-        in helps["train"]
+    assert "(default: the distinct targets of the marketplaces in force" in helps["train"]
+    assert "--products PRODUCTS products in the world (default: 10000)" in helps["train"]
     assert "--seed SEED seed of the world and of training (default: 0)" in helps["train"]  # 0 is a default too
     assert "--epochs EPOCHS training epochs (default: 3)" in helps["train"]
     assert "(default: multimodal)" in helps["train"] and "(default: none)" in helps["train"]

@@ -70,6 +70,7 @@ class Run:
                                                     session_timeout_s=6.0), tmp / "worker.log")
         self.console_settings = settings.replace(
             state_dir=str(tmp / "console-state"), console_port=free_port(),
+            marketplaces_file=self.worker.settings.marketplaces_file,  # the targets the worker decides by
             console_metrics_urls=f"http://127.0.0.1:{self.worker.settings.web_port}/metrics")
         self.console = ConsoleProcess(self.console_settings, tmp / "console.log")
         self.simulation: threading.Thread | None = None

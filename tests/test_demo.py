@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -100,10 +101,25 @@ def test_a_second_demo_says_it_reuses_the_trained_model(tmp_path: Path, monkeypa
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     import models.bundle
 
-    monkeypatch.setattr(models.bundle, "load_bundle", lambda path: object())
+    monkeypatch.setattr(models.bundle, "load_bundle", lambda path: SimpleNamespace(targets=(0.003, 0.004, 0.005)))
     path = demo.demo_bundle(Settings(state_dir=str(tmp_path)), 8000, 2)
     assert path == tmp_path / "models" / "demo-8000-2"
     assert f"reusing the demo model trained earlier in {path}" in capsys.readouterr().out
+
+
+def test_a_demo_model_not_certified_at_every_marketplace_target_is_trained_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model cached before per-marketplace certification (one target, 0.5%) would certify nothing in EU or JP."""
+    import models.bundle
+
+    monkeypatch.setattr(models.bundle, "load_bundle", lambda path: SimpleNamespace(targets=(0.005,)))
+    trained: list[list[str]] = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda argv, **kwargs: trained.append(argv) or SimpleNamespace(
+        returncode=0))
+    path = demo.demo_bundle(Settings(state_dir=str(tmp_path)), 8000, 2)
+    assert "is not certified at 0.30%, 0.40%" in capsys.readouterr().out
+    [argv] = trained
+    assert argv[argv.index("--out") + 1] == str(path) and argv[argv.index("--targets") + 1] == "0.003,0.004,0.005"
 
 
 @pytest.mark.kafka

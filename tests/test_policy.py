@@ -18,8 +18,14 @@ MUG_MM = (120.0, 90.0, 95.0)  # fits the small box
 LAMP_MM = (420.0, 300.0, 200.0)  # needs the large box
 
 
-def model(probabilities: list[float], certified: list[bool], version: str = "pw-test") -> ModelView:
-    return ModelView(dict(zip(PACK_TYPES, probabilities)), dict(zip(PACK_TYPES, certified)), version)
+TARGETS = tuple(sorted({m.target_damage_rate for m in DEFAULT_MARKETPLACES.values()}))
+
+
+def model(probabilities: list[float], certified: list[bool], version: str = "pw-test",
+          targets: tuple[float, ...] = TARGETS) -> ModelView:
+    """The same verdicts at every target given (by default each marketplace's own)."""
+    return ModelView(dict(zip(PACK_TYPES, probabilities)), {t: dict(zip(PACK_TYPES, certified)) for t in targets},
+                     version)
 
 
 # A product the model is sure about from poly_bag upwards.
@@ -109,6 +115,52 @@ def test_marketplaces_differ_in_target_and_weights() -> None:
     jp_test = decide(None, {}, JP, LAMP_MM).test
     assert na_test and jp_test and na_test.weight_saved_g > jp_test.weight_saved_g  # JP boxes are lighter
     assert NA.box_for(LAMP_MM).name == "L" and NA.box_for(MUG_MM).name == "S"
+
+
+def test_a_verdict_made_for_a_looser_target_certifies_nothing_in_a_stricter_marketplace() -> None:
+    """A bundle certified at 0.5% only: its verdicts hold in NA (0.5%), not in EU (0.4%) or JP (0.3%), where the
+    products go to a test, and the reason says why."""
+    view = model([0.03, 0.001, 0.0005, 0.0001], [False, True, True, True], targets=(0.005,))
+    na = decide(view, {}, NA, MUG_MM)
+    assert na.package_type is PackType.POLY_BAG and na.status is DecisionStatus.AUTO_CERTIFIED
+    assert na.model_target == 0.005 and "model certifies poly_bag at target 0.50%" in na.reason
+    for market in (EU, JP):
+        decision = decide(view, {}, market, MUG_MM)
+        assert decision.package_type is PackType.BOX and decision.status is DecisionStatus.NEEDS_TEST
+        assert decision.model_target is None and not any(e.model_certified for e in decision.evidence)
+        assert (f"model pw-test certifies nothing at target {100 * market.target_damage_rate:.2f}%: it was "
+                "calibrated for 0.50%") in decision.reason
+
+
+def test_each_marketplace_takes_the_verdicts_made_for_its_own_target() -> None:
+    """Verdicts per target: EU takes the 0.4% ones (poly_bag), JP the 0.3% ones (padded_mailer), NA the 0.5% ones
+    (sioc), though each would certify more or less with another's."""
+    view = ModelView(dict(zip(PACK_TYPES, [0.002, 0.001, 0.0005, 0.0001])),
+                     {0.005: dict(zip(PACK_TYPES, [True, True, True, True])),
+                      0.004: dict(zip(PACK_TYPES, [False, True, True, True])),
+                      0.003: dict(zip(PACK_TYPES, [False, False, True, True]))}, "pw-test")
+    chosen = {code: decide(view, {}, market, MUG_MM) for code, market in (("NA", NA), ("EU", EU), ("JP", JP))}
+    assert {code: d.package_type for code, d in chosen.items()} == {
+        "NA": PackType.SIOC, "EU": PackType.POLY_BAG, "JP": PackType.PADDED_MAILER}
+    assert {code: d.model_target for code, d in chosen.items()} == {"NA": 0.005, "EU": 0.004, "JP": 0.003}
+    assert "model certifies poly_bag at target 0.40% (p=" in chosen["EU"].reason
+
+
+def test_a_stricter_targets_verdicts_serve_a_looser_marketplace_and_the_reason_says_so() -> None:
+    view = model([0.03, 0.001, 0.0005, 0.0001], [False, True, True, True], targets=(0.003,))
+    decision = decide(view, {}, EU, MUG_MM)
+    assert decision.package_type is PackType.POLY_BAG and decision.model_target == 0.003
+    assert "model certifies poly_bag at target 0.30%, stricter than the marketplace's 0.40%" in decision.reason
+
+
+def test_a_model_without_thresholds_for_any_target_certifies_nothing() -> None:
+    """A verdict that names no target (kept by a worker before per-target certification, from a bundle no longer
+    loaded) is set aside: the model's probability still counts as a prior, its certification does not."""
+    view = ModelView(CONFIDENT.probabilities, {}, "pw-old")
+    decision = decide(view, {}, NA, MUG_MM)
+    assert decision.package_type is PackType.BOX and decision.model_target is None
+    assert "model pw-old certifies nothing at target 0.50%: it was calibrated for no target it names" in decision.reason
+    assert decision.evidence_for(PackType.POLY_BAG).model_probability == 0.001
 
 
 def test_relabel_to_heavier_when_damage_exceeds_the_target() -> None:

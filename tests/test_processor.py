@@ -25,10 +25,16 @@ from tests.samples import PNG_1PX, SAMPLES, T0
 
 PRODUCT = SAMPLES["catalog_update"]["product_id"]
 SERDE = Serde()
-SURE = ModelView(dict(zip(PACK_TYPES, [0.03, 0.001, 0.0005, 0.0001])), dict(zip(PACK_TYPES, [False, True, True, True])),
-                 "pw-test-1")
-FRAGILE = ModelView(dict(zip(PACK_TYPES, [0.3, 0.2, 0.1, 0.0001])), dict(zip(PACK_TYPES, [False, False, False, True])),
-                    "pw-test-1")
+TARGETS = tuple(sorted({m.target_damage_rate for m in DEFAULT_MARKETPLACES.values()}))
+
+
+def view(probabilities: dict, certified: list[bool], version: str, targets: tuple[float, ...] = TARGETS) -> ModelView:
+    """A model verdict, the same at every target given (by default each marketplace's own)."""
+    return ModelView(probabilities, {t: dict(zip(PACK_TYPES, certified)) for t in targets}, version)
+
+
+SURE = view(dict(zip(PACK_TYPES, [0.03, 0.001, 0.0005, 0.0001])), [False, True, True, True], "pw-test-1")
+FRAGILE = view(dict(zip(PACK_TYPES, [0.3, 0.2, 0.1, 0.0001])), [False, False, False, True], "pw-test-1")
 
 
 class Clock:
@@ -205,8 +211,7 @@ def test_damage_beyond_target_relabels_to_a_heavier_type(processor: Processor) -
 
 
 def test_unchanged_decision_is_not_republished_and_tests_are_requested_once(processor: Processor) -> None:
-    hopeful = ModelView(dict(zip(PACK_TYPES, [0.012, 0.02, 0.01, 0.0001])),
-                        dict(zip(PACK_TYPES, [False, False, False, True])), "pw-test-1")
+    hopeful = view(dict(zip(PACK_TYPES, [0.012, 0.02, 0.01, 0.0001])), [False, False, False, True], "pw-test-1")
     processor.on_catalog([catalog()])
     _, jobs = processor.on_captures([capture()])
     first = processor.apply_scores(jobs, [hopeful])
@@ -301,6 +306,86 @@ def test_a_new_verdict_is_stored_even_when_the_decision_does_not_change(serializ
     _, jobs = serialized.on_captures([capture()])
     assert serialized.apply_scores(jobs, [surer]) == []  # nothing to publish, still something to keep
     assert serialized.tables.products[PRODUCT]["model"]["p"][0] == 0.02
+
+
+# -- certification per marketplace target ----------------------------------------------------------------------
+
+# What a bundle certified at 0.5% only says: poly_bag and heavier (NA's target; EU's is 0.4%, JP's 0.3%).
+AT_HALF_PERCENT = view(SURE.probabilities, [False, True, True, True], "pw-test-1", targets=(0.005,))
+
+
+def _decided(processor: Processor, marketplace: str, verdict: ModelView) -> dict:
+    processor.on_catalog([catalog(marketplace=marketplace)])
+    _, jobs = processor.on_captures([capture()])
+    [decision] = decoded(processor.apply_scores(jobs, [verdict]), "pack-type-decisions", "pack_type_decision")
+    return decision
+
+
+@pytest.mark.parametrize("marketplace", ["EU", "JP"])
+def test_a_product_of_a_stricter_marketplace_is_not_certified_by_thresholds_made_for_half_a_percent(
+        processor: Processor, marketplace: str) -> None:
+    decision = _decided(processor, marketplace, AT_HALF_PERCENT)
+    assert (decision["package_type"], decision["status"]) == ("box", "needs_test")
+    assert not any(e["model_certified"] for e in decision["evidence"])
+    target = DEFAULT_MARKETPLACES[marketplace].target_damage_rate
+    assert f"certifies nothing at target {100 * target:.2f}%: it was calibrated for 0.50%" in decision["reason"]
+
+
+def test_the_same_verdict_certifies_a_product_of_the_marketplace_whose_target_it_was_made_for(
+        processor: Processor) -> None:
+    decision = _decided(processor, "NA", AT_HALF_PERCENT)
+    assert (decision["package_type"], decision["status"]) == ("poly_bag", "auto_certified")
+    assert "model certifies poly_bag at target 0.50%" in decision["reason"]
+
+
+def test_the_verdict_per_target_is_kept_compactly_and_a_later_marketplace_change_uses_its_own(
+        serialized: Processor) -> None:
+    verdicts = ModelView(SURE.probabilities, {0.005: dict(zip(PACK_TYPES, [False, True, True, True])),
+                                              0.003: dict(zip(PACK_TYPES, [False, False, True, True]))}, "pw-test-1")
+    assert _decided(serialized, "NA", verdicts)["package_type"] == "poly_bag"
+    assert serialized.tables.products[PRODUCT]["model"]["ok"] == {"0.005": "0111", "0.003": "0011"}
+    # the catalog moves the product to JP (no material change, so no re-scoring): the kept verdicts serve again
+    [decision] = decoded(serialized.on_catalog([catalog(marketplace="JP")])[0] +
+                         damage_events(serialized, [shipment("s-1", "box")]), "pack-type-decisions",
+                         "pack_type_decision")
+    assert decision["package_type"] == "padded_mailer" and decision["marketplace"] == "JP"
+    assert "model certifies padded_mailer at target 0.30%, stricter than" not in decision["reason"]
+    assert "model certifies padded_mailer at target 0.30% (p=" in decision["reason"]
+
+
+def _legacy_state(processor: Processor, marketplace: str) -> None:
+    """A product as a worker before per-target certification kept it: one verdict, "ok" a list of booleans."""
+    processor.on_catalog([catalog(marketplace=marketplace)])
+    processor.tables.products[PRODUCT] = {
+        **processor.tables.products[PRODUCT], "verdict_sought": True,
+        "model": {"p": [0.03, 0.001, 0.0005, 0.0001], "ok": [False, True, True, True], "version": "pw-old-1"},
+        "decision": {"package_type": "poly_bag", "status": "auto_certified", "model_version": "pw-old-1",
+                     "provisional": False, "seq": 1}}
+
+
+@pytest.mark.parametrize("marketplace, expected", [("NA", "poly_bag"), ("EU", "box"), ("JP", "box")])
+def test_a_verdict_kept_before_per_target_certification_counts_at_its_bundles_target_only(
+        clock: Clock, marketplace: str, expected: str) -> None:
+    """The worker loaded the bundle that made it (certified at 0.5%): it holds for NA's 0.5%, not for EU or JP."""
+    processor = Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock,
+                          legacy_targets={"pw-old-1": 0.005})
+    _legacy_state(processor, marketplace)
+    out = damage_events(processor, [shipment("s-1", "box")])
+    decisions = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert (decisions[0]["package_type"] if decisions else "poly_bag") == expected
+    if expected == "box":
+        [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+        assert trigger["cause"] == "rescored" and "calibrated for 0.50%" in trigger["reason"]
+
+
+def test_a_verdict_kept_before_per_target_certification_by_another_bundle_certifies_nothing(clock: Clock) -> None:
+    processor = Processor(Settings(), SERDE, DEFAULT_MARKETPLACES, Tables(), clock=clock,
+                          legacy_targets={"pw-new-2": 0.005})
+    _legacy_state(processor, "NA")
+    [decision] = decoded(damage_events(processor, [shipment("s-1", "box")]), "pack-type-decisions",
+                         "pack_type_decision")
+    assert decision["package_type"] == "box" and "calibrated for no target it names" in decision["reason"]
+    assert [e["model_probability"] for e in decision["evidence"]] == [0.03, 0.001, 0.0005, 0.0001]
 
 
 def test_a_marketplace_learned_from_a_shipment_is_stored(serialized: Processor, clock: Clock) -> None:
@@ -566,8 +651,7 @@ def test_a_product_the_model_could_not_score_has_a_final_decision_and_its_moves_
 
 
 def test_an_item_too_big_for_a_bag_or_mailer_goes_in_a_box_and_no_bag_test_is_asked(processor: Processor) -> None:
-    hopeful = ModelView(dict(zip(PACK_TYPES, [0.3, 0.001, 0.0005, 0.0001])),
-                        dict(zip(PACK_TYPES, [False, True, True, True])), "pw-test-1")
+    hopeful = view(dict(zip(PACK_TYPES, [0.3, 0.001, 0.0005, 0.0001])), [False, True, True, True], "pw-test-1")
     processor.on_catalog([catalog(item_length_mm=420.0, item_width_mm=300.0, item_height_mm=200.0)])
     _, jobs = processor.on_captures([capture()])
     out = processor.apply_scores(jobs, [hopeful])
@@ -579,8 +663,7 @@ def test_an_item_too_big_for_a_bag_or_mailer_goes_in_a_box_and_no_bag_test_is_as
 # -- physical test results ------------------------------------------------------------------------------------
 
 # The model finds poly_bag worth a test (EU: p <= 4 x 0.4%) but certifies only the box.
-HOPEFUL = ModelView(dict(zip(PACK_TYPES, [0.03, 0.008, 0.006, 0.0001])),
-                    dict(zip(PACK_TYPES, [False, False, False, True])), "pw-test-1")
+HOPEFUL = view(dict(zip(PACK_TYPES, [0.03, 0.008, 0.006, 0.0001])), [False, False, False, True], "pw-test-1")
 
 
 def lab_result(event_id: str, pack: str = "poly_bag", passed: int = 5, **changes: Any) -> Incoming:
@@ -723,7 +806,7 @@ def test_the_request_is_withdrawn_when_its_type_is_ruled_out(processor: Processo
 # The model finds sioc worth a test too: the lighter test replaces the poly_bag one.
 SIOC_HOPEFUL = ModelView(dict(zip(PACK_TYPES, [0.01, 0.008, 0.006, 0.0001])), HOPEFUL.certified, "pw-test-2")
 # The model certifies padded_mailer now: the product ships lighter, so a poly_bag pass saves less.
-MAILER_SURE = ModelView(HOPEFUL.probabilities, dict(zip(PACK_TYPES, [False, False, True, True])), "pw-test-2")
+MAILER_SURE = view(HOPEFUL.probabilities, [False, False, True, True], "pw-test-2")
 
 
 @pytest.mark.parametrize("view, then", [(SIOC_HOPEFUL, ("sioc", "box")), (MAILER_SURE, ("poly_bag", "padded_mailer"))],

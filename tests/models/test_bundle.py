@@ -15,6 +15,7 @@ from models import cli
 from models.bundle import Bundle, BundleError, Prediction, load_bundle, save_bundle
 from models.packtypes import PACK_TYPES, PackType
 from models.world import capture_record, catalog_record
+from tests.models.conftest import TRAIN_TARGETS
 
 pytestmark = pytest.mark.slow
 
@@ -54,10 +55,60 @@ def test_predict_scores_records_like_training_did(bundle: Bundle, records, train
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
     for prediction in predictions:
         assert isinstance(prediction, Prediction) and prediction.bundle_version == bundle.version
-        for t, pack in enumerate(PACK_TYPES):
-            assert prediction.certified[pack] == (prediction.probabilities[pack] <= bundle.thresholds[t])
-        light = [p for p in PACK_TYPES if prediction.certified[p]]
-        assert prediction.lightest_certified == (light[0] if light else None)
+        assert set(prediction.certified) == set(bundle.targets) == set(TRAIN_TARGETS)
+        for target, thresholds in bundle.thresholds.items():
+            for t, pack in enumerate(PACK_TYPES):
+                assert prediction.certified[target][pack] == (prediction.probabilities[pack] <= thresholds[t])
+            light = [p for p in PACK_TYPES if prediction.certified[target][p]]
+            assert prediction.lightest_certified[target] == (light[0] if light else None)
+
+
+def test_the_bundle_carries_thresholds_per_target_and_old_workers_read_the_strictest(bundle: Bundle, bundle_dir,
+                                                                                     trained) -> None:
+    calibration = json.loads((bundle_dir / "calibration.json").read_text())
+    assert [entry["target"] for entry in calibration["targets"]] == sorted(TRAIN_TARGETS)
+    for entry in calibration["targets"]:
+        assert [c["threshold"] for c in entry["certification"]] == bundle.thresholds[entry["target"]].tolist()
+        assert entry["products_needed"] > 0 and ("note" in entry) == (entry["products_needed"] > 900)
+    assert calibration["calibration_products"] == 900
+    # a worker from before per-target certification applies "certification" to every marketplace
+    assert calibration["target"] == min(TRAIN_TARGETS)
+    assert calibration["certification"] == calibration["targets"][0]["certification"]
+    # a marketplace takes its own target's thresholds, else the loosest stricter one's, never a looser one's
+    assert bundle.thresholds_for(0.01) == (0.01, pytest.approx(bundle.thresholds[0.01]))
+    assert bundle.thresholds_for(0.015)[0] == 0.01
+    used, none = bundle.thresholds_for(0.004)
+    assert used is None and (none < 0).all()
+
+
+def _rewritten(bundle_dir, tmp_path, calibration: dict):
+    """A copy of the bundle with another calibration.json, its manifest checksum updated to match."""
+    from models.bundle_files import sha256
+
+    copy = tmp_path / "rewritten"
+    shutil.copytree(bundle_dir, copy)
+    (copy / "calibration.json").write_text(json.dumps(calibration))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["calibration.json"] = sha256(copy / "calibration.json")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_bundle_in_the_old_single_target_form_certifies_only_where_its_target_is_strict_enough(
+        bundle_dir, tmp_path, records) -> None:
+    """Before per-target certification a bundle had one "target" and one "certification" (0.5% by default)."""
+    calibration = json.loads((bundle_dir / "calibration.json").read_text())
+    old = {key: calibration[key] for key in ("pack_types", "temperature", "bias", "delta")}
+    at_two_percent = next(e for e in calibration["targets"] if e["target"] == 0.02)
+    old.update(target=0.02, certification=at_two_percent["certification"])
+    bundle = load_bundle(_rewritten(bundle_dir, tmp_path, old))
+    assert bundle.targets == (0.02,)
+    assert bundle.thresholds_for(0.02)[0] == 0.02 and bundle.thresholds_for(0.05)[0] == 0.02
+    assert bundle.thresholds_for(0.01)[0] is None  # a stricter marketplace: nothing
+    _, catalogs, captures = records
+    predictions = bundle.predict(catalogs, captures)
+    assert all(set(p.certified) == {0.02} for p in predictions)
+    assert any(any(p.certified[0.02].values()) for p in predictions)  # it does certify at its own target
 
 
 def test_predict_masks_a_missing_side(bundle: Bundle, records) -> None:
@@ -69,7 +120,8 @@ def test_predict_masks_a_missing_side(bundle: Bundle, records) -> None:
         assert a.probabilities != b.probabilities
     assert all(0 < p.probabilities[PackType.SIOC] < 1 for p in text_only + image_only)
     nothing = bundle.predict([None], [None])[0]
-    assert not any(nothing.certified.values()) and nothing.lightest_certified is None
+    assert not any(any(ok.values()) for ok in nothing.certified.values())
+    assert set(nothing.lightest_certified.values()) == {None}
 
 
 def test_predict_rejects_lists_of_different_length(bundle: Bundle, records) -> None:
@@ -117,6 +169,12 @@ def test_cli_train_and_evaluate(tmp_path, capsys) -> None:
                      "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "REPORT.md").read_text()
     assert "packwise evaluate" in page and "PR-AUC sioc" in page
+    # 500 products leave 150 for calibration: nothing certified at any marketplace's target, and the page says so
+    assert "## Certification per marketplace" in page and "| JP | 0.30% | 0.30% |" in page
+    by_market = json.loads((tmp_path / "report" / "certification.json").read_text())
+    assert set(by_market) == {"NA", "EU", "JP"}
+    assert {m["certified_at"] for m in by_market.values()} == {0.005, 0.004, 0.003}
+    assert all(c["certified"] == 0 for m in by_market.values() for c in m["per_type"].values())
     for plot in ("pr_curves.png", "reliability.png", "coverage_risk.png"):
         assert (tmp_path / "report" / plot).stat().st_size > 1000  # in the folder given, beside REPORT.md
 

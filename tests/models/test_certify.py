@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from models.calibrate import GRID_LEVELS, binomial_cdf, calibrated, certify_threshold, clopper_pearson_upper, fit_temperature
+from models.calibrate import (
+    GRID_LEVELS, binomial_cdf, calibrated, certify_targets, certify_threshold, clopper_pearson_upper, fit_temperature,
+)
 
 
 @pytest.mark.parametrize("n,p", [(10, 0.3), (50, 0.01), (200, 0.005)])
@@ -80,3 +82,34 @@ def test_certified_damage_rate_stays_under_target_with_probability_one_minus_del
 def test_the_guarantee_check_catches_a_rule_without_one() -> None:
     rate, _ = _violation_rate(_naive_threshold)
     assert rate > 0.1
+
+
+def test_a_stricter_target_never_certifies_more_and_keeps_its_guarantee() -> None:
+    """Certified per target, each sequence on its own may end higher for a stricter target (when it starts lower
+    on the grid and the looser one's first test fails); capped at the looser one's threshold it cannot, and the
+    cap only ends a sequence earlier, so the strict target's guarantee holds as before."""
+    delta, targets = 0.05, (0.01, 0.005, 0.004, 0.003)
+    rng = np.random.default_rng(5)
+    uncapped_inversions = 0
+    for _ in range(100):
+        scores, p = _population(rng, 3000)
+        damaged = rng.binomial(1, p)
+        grid_scores, grid_p = _population(rng, 500)
+        grid_damaged = rng.binomial(10, grid_p)
+        alone = [certify_threshold(scores, damaged, grid_scores, grid_damaged, 10, t, delta).threshold for t in targets]
+        uncapped_inversions += alone != sorted(alone, reverse=True)
+        together = certify_targets(scores[:, None], damaged[:, None], grid_scores[:, None], grid_damaged[:, None], 10,
+                                   targets, delta)
+        assert list(together) == sorted(targets)
+        thresholds = [together[t][0].threshold for t in sorted(targets)]
+        counts = [together[t][0].n_certified for t in sorted(targets)]
+        assert thresholds == sorted(thresholds) and counts == sorted(counts)
+    assert uncapped_inversions > 0  # the cap does something: without it the check above would fail
+
+    def strictest_of_several(s, d, g, r, target):
+        return certify_targets(s[:, None], d[:, None], g[:, None], r[:, None], 10, (0.01, 0.007, target),
+                               delta)[target][0].threshold
+
+    rate, covered = _violation_rate(strictest_of_several)
+    assert covered > 0.5
+    assert rate <= delta + 3 * math.sqrt(delta * (1 - delta) / 200)
