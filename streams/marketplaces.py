@@ -1,5 +1,5 @@
 """Per-marketplace configuration: damage targets, credible level, model prior weight, packaging weights and
-sizes (boxes, and the largest item a poly bag or padded mailer takes).
+sizes (boxes, and the largest item a poly bag or padded mailer takes), and the audit share (off by default).
 
 Defaults are approximate industry figures (DESIGN.md); a site replaces them with its own through a JSON
 file named by PACKWISE_MARKETPLACES_FILE, whose entries override the defaults field by field.
@@ -51,6 +51,10 @@ class Marketplace:
     # to the item's thickness. Roughly a 19x24" poly mailer and a #7 (14.25x20") padded mailer.
     poly_bag_max_item_mm: Size = (500.0, 400.0, 150.0)
     padded_mailer_max_item_mm: Size = (400.0, 280.0, 100.0)
+    # The share of eligible products shipped, as an audit, one type lighter than the evidence certifies, so that
+    # some outcomes in lighter types are chosen without the model's score (streams/policy.py, models/REPORT.md).
+    # 0: no audits. A few percent is plenty; each audit risks that product's damage rate in the lighter type.
+    audit_share: float = 0.0
 
     def fits(self, pack: PackType, item_mm: Size) -> bool:
         """Whether the item fits the package type: sioc is its own container, and the largest box is the fallback
@@ -120,6 +124,9 @@ def load_marketplaces(path: str | None) -> dict[str, Marketplace]:
         base = result.get(code, replace(DEFAULT_MARKETPLACES["NA"], code=code))
         result[code] = replace(base, **{k: _size(path, code, k, v) if k in sizes else float(v)
                                         for k, v in values.items()})
+        if not 0.0 <= result[code].audit_share <= 1.0:
+            raise PackwiseError(f"PACKWISE_MARKETPLACES_FILE={path}: audit_share for {code} is "
+                                f"{values['audit_share']!r}; give a share between 0 (no audits) and 1, e.g. 0.02")
     return result
 
 

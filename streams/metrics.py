@@ -12,6 +12,8 @@ DUPLICATES = Counter("packwise_duplicate_events_total",
 DECISIONS = Counter("packwise_decisions_total", "Pack-type decisions published.", ["package_type", "status"])
 TEST_RESULTS = Counter("packwise_test_results_total", "Physical test results applied, by package type and outcome.",
                        ["package_type", "outcome"])
+AUDITS = Counter("packwise_audits_total", "Audits started: products shipped one type lighter than the evidence "
+                 "certifies, drawn at their marketplace's audit share.", ["marketplace", "package_type"])
 RELABELS = Counter("packwise_relabel_triggers_total", "Relabel triggers published.", ["cause"])
 SCORING_SECONDS = Histogram("packwise_scoring_batch_seconds", "Model inference time per scoring batch.",
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))

@@ -25,12 +25,23 @@ not fit it, or the model no longer finds it promising; the processor then withdr
 A decision made while the product awaits its first model verdict is *provisional*: the warehouse ships in
 it but does not label stock for it, so the verdict that replaces it moves nothing physical (no relabel
 trigger), and it asks for no test (the verdict, seconds away, says which lighter type is worth one).
+
+Every decision says how its type was chosen (`chosen_by`), so that the outcomes of its shipments can be told
+apart as evidence (DESIGN.md invariant 7): a guarantee about the model's certifications holds only on outcomes
+its own choice did not select. A marketplace may keep an *audit* budget (`audit_share`, off by default): a
+product decided in some type is then, with that probability, shipped one step lighter instead (the heaviest
+lighter type the item fits), unless a failed test or the field data rule that type out. The draw is a hash of
+the product and the decision's context, not a random state, so a redelivery re-decides the same; it does not
+look at the model's score, so the audit's outcomes are honest evidence with a known propensity. Data end an
+audit as they end any decision: once they contradict the audited type, the product goes back, and it is not
+audited in a still lighter type (the candidate is always the adjacent one).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple
 
@@ -45,6 +56,19 @@ TINY = 1e-9  # keeps Beta parameters positive where a side has no evidence at al
 class DecisionStatus(str, enum.Enum):
     AUTO_CERTIFIED = "auto_certified"
     NEEDS_TEST = "needs_test"
+
+
+class ChosenBy(str, enum.Enum):
+    """How a decision's package type was chosen (the Avro enum ChosenBy): which outcomes of its shipments the
+    model's own score did not select (models/REPORT.md, "Honest evidence")."""
+
+    MODEL_CERTIFIED = "model_certified"  # the model's verdict certified it (the data do not contradict it)
+    DATA_CERTIFIED = "data_certified"  # the upper bound (data, the model's probability as a prior) meets the target
+    TEST_PASSED = "test_passed"  # a physical test passed it
+    SAFE_DEFAULT = "safe_default"  # nothing lighter is certified (or a failure rules it out): the box, pending a test
+    PROVISIONAL = "provisional"  # decided on the data alone while the product awaits its first model verdict
+    AUDIT = "audit"  # drawn, with probability audit_propensity, one step lighter than the evidence certifies
+    UNKNOWN = "unknown"  # read from a decision published before the field existed; the policy never decides it
 
 
 class TestOutcome(str, enum.Enum):
@@ -116,6 +140,8 @@ class Decision:
     provisional: bool = False  # decided while awaiting the product's first model verdict
     test_outcome: str | None = None  # "test_passed" / "test_failed": a physical test made this decision
     model_target: float | None = None  # the calibration target whose model verdicts counted (None: none did)
+    chosen_by: ChosenBy = ChosenBy.SAFE_DEFAULT
+    audit_propensity: float | None = None  # an audit's: the probability it was drawn with (the audit share)
 
     def evidence_for(self, pack: PackType) -> Evidence:
         return self.evidence[pack.index]
@@ -212,11 +238,13 @@ def decide(
     item_mm: tuple[float, float, float],
     awaiting_verdict: bool = False,
     tests: Mapping[PackType, TestOutcome] | None = None,
+    audit_key: str | None = None,
 ) -> Decision:
     """The lightest package type the evidence certifies and the item fits, or the box pending a test.
     `awaiting_verdict`: the product's first model verdict is still to come (without a model view, the
     decision is then provisional); False when the model was asked and could not score the product.
-    `tests`: the latest physical test outcome per package type, since the product last changed materially."""
+    `tests`: the latest physical test outcome per package type, since the product last changed materially.
+    `audit_key`: the product id, which draws its audit when the marketplace keeps an audit share (None: no audit)."""
     tests = tests or {}
     target = market.target_damage_rate
     model_target, verdicts = model.verdicts_for(target) if model else (None, {})
@@ -235,12 +263,14 @@ def decide(
     if certified and certified[0].test_passed and not (
             (certified[0].model_certified and refutation is None) or certified[0].damage_rate_upper <= target):
         chosen, status, test_outcome = certified[0], DecisionStatus.AUTO_CERTIFIED, "test_passed"
+        chosen_by = ChosenBy.TEST_PASSED
         reason = (f"test_passed: {chosen.package_type.value} passed a physical test; {_damages(chosen.damages)} in "
                   f"{chosen.shipments} shipments do not contradict it (lower bound {_pct(chosen.damage_rate_lower)} "
                   f"<= target {_pct(target)})")
     elif certified:
-        chosen, status = certified[0], DecisionStatus.AUTO_CERTIFIED
+        chosen, status, chosen_by = certified[0], DecisionStatus.AUTO_CERTIFIED, ChosenBy.DATA_CERTIFIED
         if chosen.model_certified and refutation is None and chosen.damage_rate_upper > target:
+            chosen_by = ChosenBy.MODEL_CERTIFIED
             assert model_target is not None  # a verdict was taken, so it was made for some target
             at = (f"at target {_pct(model_target)}" if model_target >= target else
                   f"at target {_pct(model_target)}, stricter than the marketplace's {_pct(target)}")
@@ -251,7 +281,7 @@ def decide(
             reason = (f"{_damages(chosen.damages)} in {chosen.shipments} {chosen.package_type.value} shipments: "
                       f"upper bound {_pct(chosen.damage_rate_upper)} <= target {_pct(target)}")
     else:
-        chosen, status = evidence[PackType.BOX.index], DecisionStatus.NEEDS_TEST
+        chosen, status, chosen_by = evidence[PackType.BOX.index], DecisionStatus.NEEDS_TEST, ChosenBy.SAFE_DEFAULT
         reason = f"no package type meets target {_pct(target)} yet; box until a physical test says otherwise"
     if model is not None and model_target is None:
         calibrated = ", ".join(_pct(t) for t in sorted(model.certified)) or "no target it names"
@@ -269,13 +299,48 @@ def decide(
         size = "x".join(f"{side:.0f}" for side in sorted(item_mm, reverse=True))
         reason += f"; the item ({size} mm) does not fit a {' or '.join(too_small)}"
     provisional = awaiting_verdict and model is None
+    audit = None if provisional or audit_key is None else _audit(audit_key, evidence, chosen.package_type, market,
+                                                                   fits)
+    propensity = None
+    if audit is not None:
+        reason = (f"audit: {audit.package_type.value} instead of {chosen.package_type.value}, drawn with probability "
+                  f"{_pct(market.audit_share)} to measure it by a choice the model's score did not make; "
+                  f"{chosen.package_type.value} would be: {reason}")
+        chosen, status, chosen_by, propensity, test_outcome = (audit, DecisionStatus.NEEDS_TEST, ChosenBy.AUDIT,
+                                                               market.audit_share, None)
     test = None if provisional else _test_proposal(evidence, chosen.package_type, market, item_mm, fits)
     if test and status is DecisionStatus.NEEDS_TEST:
         reason += f"; test {test.package_type.value} (saves {test.weight_saved_g:.0f} g per unit)"
     if provisional:
         reason = f"provisional until the model's first verdict: {reason}"
+        chosen_by = ChosenBy.PROVISIONAL
     return Decision(chosen.package_type, status, reason, evidence, target,
-                    model.version if model else None, test, provisional, test_outcome, model_target)
+                    model.version if model else None, test, provisional, test_outcome, model_target, chosen_by,
+                    propensity)
+
+
+def audit_draw(product_id: str, market_code: str, decided: PackType, candidate: PackType) -> float:
+    """A uniform number in [0, 1) fixed by the product and the audit's context: no random state, so every
+    re-decision of the product (a redelivery, a restart, another worker) draws the same. It does not see the
+    model's score, so the audit's propensity is the audit share whatever the model says."""
+    digest = hashlib.blake2b(f"{product_id}/{market_code}/{decided.value}/{candidate.value}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def _audit(product_id: str, evidence: tuple[Evidence, ...], decided: PackType, market: Marketplace,
+           fits: list[bool]) -> Evidence | None:
+    """The lighter type to ship in as an audit, if the draw falls within the marketplace's audit share: the heaviest
+    type lighter than `decided` that the item fits, unless a failed test or the field data rule it out. Never one
+    still lighter: once data refute the audited type, the product goes back and stays."""
+    if market.audit_share <= 0.0:
+        return None
+    candidate = next((e for e in reversed(evidence[: decided.index]) if fits[e.package_type.index]), None)
+    if candidate is None or candidate.test_ruled_out or candidate.contradicted:
+        return None
+    if audit_draw(product_id, market.code, decided, candidate.package_type) >= market.audit_share:
+        return None
+    return candidate
 
 
 def _test_proposal(evidence: tuple[Evidence, ...], chosen: PackType, market: Marketplace,
@@ -336,8 +401,9 @@ def relabel(previous: PackType | None, decision: Decision, catalog_changed: bool
     else:
         cause = RelabelCause.RESCORED
         reason = f"a new score no longer certifies {previous.value}: {decision.reason}"
-    if decision.test_outcome and not catalog_changed:
-        # the relabel_trigger contract's causes are a closed Avro enum without a default, so a new symbol would
-        # break its old readers: the test outcome leads the reason instead
-        reason = f"{decision.test_outcome}: moving {previous.value} to {decision.package_type.value}; {decision.reason}"
+    # the relabel_trigger contract's causes are a closed Avro enum without a default, so a new symbol would
+    # break its old readers: a test outcome, or an audit, leads the reason instead
+    lead = decision.test_outcome or ("audit" if decision.chosen_by is ChosenBy.AUDIT else None)
+    if lead and not catalog_changed:
+        reason = f"{lead}: moving {previous.value} to {decision.package_type.value}; {decision.reason}"
     return Relabel(previous, decision.package_type, cause, reason, before)

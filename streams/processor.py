@@ -9,8 +9,8 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - products:     marketplace, item size, the model's last verdict (or that it was sought and none came) as "model":
                 {"p": calibrated probabilities per type, "ok": {calibration target: "0111", a digit per type, 1 where
                 certified}, "version"} (workers before per-target certification kept "ok" as one list of booleans,
-                made at their bundle's single target), the current
-                decision (and whether it is provisional), and its open test request under "request": {"n": requests
+                made at their bundle's single target), the current decision (whether it is provisional, and
+                how its type was chosen), and its open test request under "request": {"n": requests
                 made so far, and while one is open "type", "from" (the decision it was asked under), "g" (grams a pass
                 saves), "at" (when asked, epoch ms)}. Workers before the request lifecycle kept instead "tests", the
                 types they ever requested; such a product's requests are closed at its next decision.
@@ -35,7 +35,8 @@ from models.packtypes import PACK_TYPES, PackType
 from streams import metrics
 from streams.logs import get_logger
 from streams.marketplaces import Marketplace
-from streams.policy import Counts, Decision, ModelView, Relabel, TestOutcome, decide, relabel, withdrawal_reason
+from streams.policy import (ChosenBy, Counts, Decision, ModelView, Relabel, TestOutcome, decide, relabel,
+                            withdrawal_reason)
 from streams.serde import Serde, SerdeError
 from streams.settings import Settings
 from streams.topics import DEAD_LETTER_SUFFIX
@@ -529,20 +530,27 @@ class Processor:
         decision = self._decide(self._verdict(model) if model else None,
                                 tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
                                 tuple(state.get("item_mm") or (0.0, 0.0, 0.0)), not state.get("verdict_sought"),
-                                tuple(sorted((stats.get("tests") or {}).items())))
+                                tuple(sorted((stats.get("tests") or {}).items())),
+                                product if market.audit_share > 0 else None)  # keyed per product only then
 
         out: list[Outgoing] = []
         previous = state.get("decision")
         now = None  # stamped only when something is published: most re-decisions change nothing
         current = {"package_type": decision.package_type.value, "status": decision.status.value,
-                   "model_version": decision.model_version, "provisional": decision.provisional}
-        if previous is None or any(previous.get(k, False) != v for k, v in current.items()):
+                   "model_version": decision.model_version, "provisional": decision.provisional,
+                   "chosen_by": decision.chosen_by.value}
+        # a decision kept before chosen_by existed is not re-published for the field alone
+        if previous is None or any(previous.get(k, False) != v for k, v in current.items()
+                                   if k in previous or k != "chosen_by"):
             seq = (previous or {}).get("seq", 0) + 1
             state["decision"] = {**current, "seq": seq}
             now = _millis_now(self.clock)
             out.append(self._decision_message(product, market, decision, seq, now,
                                               tuple(state.get("item_mm") or (0.0, 0.0, 0.0))))
             metrics.DECISIONS.labels(package_type=decision.package_type.value, status=decision.status.value).inc()
+            if decision.chosen_by is ChosenBy.AUDIT and not (previous and previous.get("chosen_by") == "audit"
+                                                             and previous["package_type"] == current["package_type"]):
+                metrics.AUDITS.labels(marketplace=market.code, package_type=decision.package_type.value).inc()
             trigger = relabel(PackType(previous["package_type"]) if previous else None, decision, catalog_changed,
                               bool(previous and previous.get("provisional")))
             if trigger is not None:
@@ -660,16 +668,17 @@ class Processor:
 
     def _decide_uncached(self, model: tuple | None, shipments: tuple[int, ...], damages: tuple[int, ...],
                          market_code: str, item_mm: tuple[float, float, float], awaiting_verdict: bool,
-                         tests: tuple[tuple[str, str], ...] = ()) -> Decision:
+                         tests: tuple[tuple[str, str], ...] = (), audit_key: str | None = None) -> Decision:
         """The policy on plain values, so that its answers can be memoized: many products share a model
-        verdict-free state or the same counts (Decisions are immutable)."""
+        verdict-free state or the same counts (Decisions are immutable). `audit_key`: the product id where its
+        marketplace audits (each product's draw is its own), else None."""
         view = ModelView(dict(zip(PACK_TYPES, model[0])),
                          {target: {p: bit == "1" for p, bit in zip(PACK_TYPES, bits)} for target, bits in model[1]},
                          model[2]) if model else None
         counts = {p: Counts(shipments[i], damages[i]) for i, p in enumerate(PACK_TYPES)}
         market = self.marketplaces.get(market_code) or self.marketplaces[self.settings.default_marketplace]
         outcomes = {PackType(pack): TestOutcome(outcome) for pack, outcome in tests}
-        return decide(view, counts, market, item_mm, awaiting_verdict, outcomes)
+        return decide(view, counts, market, item_mm, awaiting_verdict, outcomes, audit_key)
 
     def _event_id(self, product: str, kind: str, seq: int | str) -> str:
         """Deterministic ids: a decision re-published after a redelivery carries the same id."""
@@ -690,6 +699,8 @@ class Processor:
             # what ops total as "packaging saved against all-box" (the console, dashboards)
             "packaging_weight_g": market.packaging_weight_g(decision.package_type, item_mm),
             "all_box_weight_g": market.packaging_weight_g(PackType.BOX, item_mm),
+            # how the type was chosen: which outcomes are honest evidence (models/REPORT.md)
+            "chosen_by": decision.chosen_by.value, "audit_propensity": decision.audit_propensity,
         }
         return Outgoing(self.topics.decisions, product, self.serde.encode("pack_type_decision", record, validate=False))
 

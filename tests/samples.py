@@ -54,7 +54,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "package_type": "padded_mailer", "status": "auto_certified",
         "reason": "model certifies padded_mailer at the 0.5% target", "evidence": EVIDENCE,
         "target_damage_rate": 0.005, "model_version": "pw-20261129-ab12cd", "decided_at": T0, "provisional": False,
-        "packaging_weight_g": 60.0, "all_box_weight_g": 180.0,
+        "packaging_weight_g": 60.0, "all_box_weight_g": 180.0, "chosen_by": "model_certified",
+        "audit_propensity": None,
     },
     "relabel_trigger": {
         "event_id": "0b6f1c1e-4a8e-4a55-9d2c-1f0d7a1f5b06", "product_id": "B07XJ8C8F5", "marketplace": "EU",

@@ -30,3 +30,19 @@ def test_a_size_that_is_not_three_positive_sides_is_refused_in_a_sentence(tmp_pa
     path.write_text(json.dumps({"JP": {"padded_mailer_max_item_mm": bad}}))
     with pytest.raises(PackwiseError, match=r"padded_mailer_max_item_mm for JP is .*three sides in mm"):
         load_marketplaces(str(path))
+
+
+def test_the_audit_share_is_off_by_default_and_set_per_marketplace(tmp_path: Path) -> None:
+    path = tmp_path / "markets.json"
+    path.write_text(json.dumps({"NA": {"audit_share": 0.02}}))
+    markets = load_marketplaces(str(path))
+    assert markets["NA"].audit_share == 0.02 and markets["EU"].audit_share == 0.0
+    assert all(market.audit_share == 0.0 for market in DEFAULT_MARKETPLACES.values())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_an_audit_share_outside_zero_to_one_is_refused_in_a_sentence(tmp_path: Path, bad: float) -> None:
+    path = tmp_path / "markets.json"
+    path.write_text(json.dumps({"EU": {"audit_share": bad}}))
+    with pytest.raises(PackwiseError, match=r"audit_share for EU is .*between 0 \(no audits\) and 1"):
+        load_marketplaces(str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,8 +11,8 @@ from hypothesis import strategies as st
 from models.packtypes import PACK_TYPES, PackType
 from streams.marketplaces import DEFAULT_MARKETPLACES, Marketplace
 from streams.policy import (
-    Counts, DecisionStatus, ModelView, RelabelCause, TestOutcome, data_lower_bound, decide, relabel, upper_bound,
-    withdrawal_reason,
+    ChosenBy, Counts, Decision, DecisionStatus, ModelView, RelabelCause, TestOutcome, audit_draw, data_lower_bound,
+    decide, relabel, upper_bound, withdrawal_reason,
 )
 
 NA, EU, JP = (DEFAULT_MARKETPLACES[code] for code in ("NA", "EU", "JP"))
@@ -390,3 +392,130 @@ def test_a_failure_outranks_a_pass_of_a_lighter_type() -> None:
 def test_statistics_certify_a_type_the_lab_failed_no_more() -> None:
     decision = decide(None, {PackType.POLY_BAG: Counts(900, 0)}, NA, MUG_MM, tests={PackType.POLY_BAG: FAILED})
     assert decision.package_type is PackType.BOX  # nothing heavier than poly_bag has data or a model yet
+
+
+# -- how the type was chosen, and audits: honest evidence (DESIGN.md invariant 7) -----------------------------
+
+def chosen_by_read_from(decision: Decision) -> ChosenBy:
+    """What an operator reading the decision's reason would say chose its type."""
+    reason, pack = decision.reason, decision.package_type.value
+    if reason.startswith("provisional until"):
+        return ChosenBy.PROVISIONAL
+    if reason.startswith("audit: "):
+        return ChosenBy.AUDIT
+    if f"test_passed: {pack} passed a physical test" in reason:  # after a refutation of the model, if any
+        return ChosenBy.TEST_PASSED
+    if f"model certifies {pack} at" in reason:
+        return ChosenBy.MODEL_CERTIFIED
+    if f"{pack} shipments: upper bound" in reason:
+        return ChosenBy.DATA_CERTIFIED
+    assert "no package type meets target" in reason, reason
+    return ChosenBy.SAFE_DEFAULT
+
+
+AUDITING = Marketplace(**{**NA.__dict__, "audit_share": 0.1})
+ALWAYS = Marketplace(**{**NA.__dict__, "audit_share": 1.0})  # audits every product it may
+PRODUCTS = [f"B{i:09d}" for i in range(4000)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations(), item_sizes, st.booleans(),
+       st.dictionaries(st.sampled_from(PACK_TYPES), st.sampled_from(list(TestOutcome))),
+       st.sampled_from([0.0, 0.3, 1.0]), st.text(min_size=1, max_size=12))
+def test_every_decision_says_how_its_type_was_chosen_as_its_reason_does(situation, item_mm, awaiting: bool, tests,
+                                                                         share: float, product: str) -> None:
+    view, counts, _, code = situation
+    market = Marketplace(**{**DEFAULT_MARKETPLACES[code].__dict__, "audit_share": share})
+    decision = decide(view, counts, market, item_mm, awaiting_verdict=awaiting, tests=tests, audit_key=product)
+    assert decision.chosen_by is chosen_by_read_from(decision)
+    assert decision.provisional == (decision.chosen_by is ChosenBy.PROVISIONAL)
+    if not decision.provisional:  # a provisional decision says so first, whatever decided it (the data, a test)
+        assert (decision.test_outcome == "test_passed") == (decision.chosen_by is ChosenBy.TEST_PASSED)
+    if decision.chosen_by is ChosenBy.AUDIT:
+        assert decision.audit_propensity == share > 0 and decision.status is DecisionStatus.NEEDS_TEST
+    else:
+        assert decision.audit_propensity is None
+    if decision.chosen_by in (ChosenBy.MODEL_CERTIFIED, ChosenBy.DATA_CERTIFIED, ChosenBy.TEST_PASSED):
+        assert decision.status is DecisionStatus.AUTO_CERTIFIED
+    if decision.chosen_by is ChosenBy.SAFE_DEFAULT:
+        assert decision.package_type is PackType.BOX and decision.status is DecisionStatus.NEEDS_TEST
+
+
+def test_without_an_audit_share_nothing_is_audited() -> None:
+    assert all(market.audit_share == 0.0 for market in DEFAULT_MARKETPLACES.values())  # off unless configured
+    for product in PRODUCTS[:500]:
+        assert decide(UNSURE, {}, NA, MUG_MM, audit_key=product) == decide(UNSURE, {}, NA, MUG_MM)
+        assert decide(None, {}, NA, MUG_MM, audit_key=product).chosen_by is ChosenBy.SAFE_DEFAULT
+
+
+def test_the_audited_share_is_the_audit_share_and_each_product_draws_the_same_every_time() -> None:
+    decisions = [decide(UNSURE, {}, AUDITING, MUG_MM, audit_key=product) for product in PRODUCTS]
+    audited = [d for d in decisions if d.chosen_by is ChosenBy.AUDIT]
+    n, share = len(PRODUCTS), AUDITING.audit_share
+    assert abs(len(audited) - n * share) <= 4 * math.sqrt(n * share * (1 - share))  # 400 +- 76
+    assert {d.chosen_by for d in decisions} == {ChosenBy.AUDIT, ChosenBy.MODEL_CERTIFIED}  # UNSURE certifies the box
+    for d in audited:  # one step lighter than the box the model certifies, pending a test of the lighter ones
+        assert (d.package_type, d.status, d.audit_propensity) == (PackType.PADDED_MAILER, DecisionStatus.NEEDS_TEST,
+                                                                  0.1)
+        assert d.reason.startswith("audit: padded_mailer instead of box, drawn with probability 10.00%")
+        assert d.test is not None and d.test.package_type is PackType.SIOC
+    # a redelivery, a restart or another worker re-decides each product the same
+    assert [decide(UNSURE, {}, AUDITING, MUG_MM, audit_key=product) for product in PRODUCTS] == decisions
+    # the draw does not see the model's score: a model far less sure of the lighter types audits the same products
+    wary = model([0.3, 0.2, 0.1, 0.0001], [False, False, False, True])
+    assert [decide(wary, {}, AUDITING, MUG_MM, audit_key=product).chosen_by for product in PRODUCTS] == [
+        d.chosen_by for d in decisions]
+
+
+def test_audits_never_pick_a_type_the_item_does_not_fit_or_that_a_failure_or_the_data_rule_out() -> None:
+    # the lamp fits no bag or mailer: its audit is sioc, its own container
+    assert decide(UNSURE, {}, ALWAYS, LAMP_MM, audit_key="B1").package_type is PackType.SIOC
+    # a failed test of the mailer rules it out, and never lets the audit skip to a lighter type
+    failed = decide(UNSURE, {}, ALWAYS, MUG_MM, tests={PackType.PADDED_MAILER: FAILED}, audit_key="B1")
+    assert failed.package_type is PackType.BOX and failed.chosen_by is ChosenBy.MODEL_CERTIFIED
+    refuted = decide(UNSURE, {PackType.PADDED_MAILER: Counts(50, 5)}, ALWAYS, MUG_MM, audit_key="B1")
+    assert refuted.package_type is PackType.BOX and refuted.chosen_by is ChosenBy.MODEL_CERTIFIED
+    # nothing is lighter than sioc, and a provisional decision (the verdict is seconds away) is not audited
+    assert decide(model([0.0001] * 4, [True] * 4), {}, ALWAYS, MUG_MM, audit_key="B1").chosen_by is (
+        ChosenBy.MODEL_CERTIFIED)
+    assert decide(None, {}, ALWAYS, MUG_MM, awaiting_verdict=True, audit_key="B1").chosen_by is ChosenBy.PROVISIONAL
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations(), item_sizes, st.dictionaries(st.sampled_from(PACK_TYPES), st.sampled_from(list(TestOutcome))),
+       st.text(min_size=1, max_size=12))
+def test_an_audit_is_the_heaviest_lighter_type_the_item_fits_unless_ruled_out(situation, item_mm, tests,
+                                                                               product: str) -> None:
+    view, counts, _, code = situation
+    market = Marketplace(**{**DEFAULT_MARKETPLACES[code].__dict__, "audit_share": 1.0})
+    plain = decide(view, counts, market, item_mm, tests=tests)
+    audited = decide(view, counts, market, item_mm, tests=tests, audit_key=product)
+    lighter = [pack for pack in PACK_TYPES[: plain.package_type.index] if market.fits(pack, item_mm)]
+    candidate = plain.evidence_for(lighter[-1]) if lighter else None
+    if candidate is None or candidate.test_ruled_out or candidate.contradicted:
+        assert audited == plain
+    else:
+        assert audited.chosen_by is ChosenBy.AUDIT and audited.package_type is candidate.package_type
+        assert market.fits(audited.package_type, item_mm) and not candidate.certifiable
+        if audited.test is not None:
+            assert audited.test.package_type.index < audited.package_type.index
+
+
+def test_data_refuting_the_audited_type_end_the_audit_for_good() -> None:
+    box, mailer, bag = PackType.BOX, PackType.PADDED_MAILER, PackType.POLY_BAG
+    product = next(p for p in PRODUCTS if audit_draw(p, "NA", box, mailer) < 0.1 <= audit_draw(p, "NA", mailer, bag))
+    audit = decide(None, {}, AUDITING, MUG_MM, audit_key=product)
+    assert audit.package_type is mailer and audit.chosen_by is ChosenBy.AUDIT
+    start = relabel(box, audit)
+    assert start is not None and start.reason.startswith("audit: moving box to padded_mailer; audit: ")
+    # clean shipments keep the audit going; damages that refute the mailer send the product back to the box
+    assert decide(None, {mailer: Counts(50, 0)}, AUDITING, MUG_MM, audit_key=product).chosen_by is ChosenBy.AUDIT
+    refuted = decide(None, {mailer: Counts(50, 5)}, AUDITING, MUG_MM, audit_key=product)
+    assert (refuted.package_type, refuted.chosen_by, refuted.audit_propensity) == (box, ChosenBy.SAFE_DEFAULT, None)
+    back = relabel(mailer, refuted)
+    assert back is not None and back.cause is RelabelCause.DAMAGE_EXCEEDS_TARGET
+    # ... for good: not audited in a lighter type instead, whatever the share
+    assert decide(None, {mailer: Counts(50, 5)}, ALWAYS, MUG_MM, audit_key=product).package_type is box
+    # enough clean audit shipments certify the mailer on the data
+    certified = decide(None, {mailer: Counts(900, 0)}, AUDITING, MUG_MM, audit_key=product)
+    assert (certified.package_type, certified.chosen_by) == (mailer, ChosenBy.DATA_CERTIFIED)

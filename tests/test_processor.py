@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, event, given, settings as hypothesis_setting
 from PIL import Image
 
 from models.packtypes import PACK_TYPES, PackType
-from streams.marketplaces import DEFAULT_MARKETPLACES
+from streams import metrics
+from streams.marketplaces import DEFAULT_MARKETPLACES, Marketplace
 from streams.policy import ModelView
 from streams.processor import RECENT_IDS_KEPT, Incoming, Limits, Outgoing, Processor, Tables
 from streams.serde import Serde
@@ -104,6 +105,7 @@ def test_capture_waits_for_its_catalog_record_then_is_scored_with_both(processor
     [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
     assert decision["package_type"] == "poly_bag" and decision["status"] == "auto_certified"
     assert decision["model_version"] == "pw-test-1" and decision["marketplace"] == "EU"
+    assert decision["chosen_by"] == "model_certified" and decision["audit_propensity"] is None
     assert [e["model_probability"] for e in decision["evidence"]] == [0.03, 0.001, 0.0005, 0.0001]
     assert decision["target_damage_rate"] == DEFAULT_MARKETPLACES["EU"].target_damage_rate
     # the packaging of this item in the decided type, and in the smallest box it fits: what ops total as saved
@@ -931,3 +933,44 @@ def test_no_open_request_outlives_its_use(history: list[tuple]) -> None:
             assert (held.get("type"), held.get("from")) == (request["package_type"], request["current_package_type"])
         if not open_requests:
             assert "type" not in held
+
+
+def test_an_audit_is_published_with_its_propensity_counted_once_and_ended_by_refuting_data(clock: Clock) -> None:
+    """EU audits every product it may (audit share 1): the box the model certifies for the mug becomes a padded
+    mailer audit; a worker that decides it again, or another one from scratch, draws the same."""
+    eu = DEFAULT_MARKETPLACES["EU"]
+    markets = {**DEFAULT_MARKETPLACES, "EU": Marketplace(**{**eu.__dict__, "audit_share": 1.0})}
+    audits = metrics.AUDITS.labels(marketplace="EU", package_type="padded_mailer")
+    started = audits._value.get()
+    published = []
+    for _ in range(2):
+        processor = Processor(Settings(), SERDE, markets, Tables(), clock=clock)
+        processor.on_catalog([catalog()])
+        _, jobs = processor.on_captures([capture()])
+        out = processor.apply_scores(jobs, [FRAGILE])
+        [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+        published.append(decision)
+        assert processor.apply_scores(jobs, [FRAGILE]) == []  # re-decided the same: nothing new to publish
+    assert published[0] == published[1]
+    assert (decision["package_type"], decision["status"], decision["chosen_by"], decision["audit_propensity"]) == (
+        "padded_mailer", "needs_test", "audit", 1.0)
+    assert decision["reason"].startswith("audit: padded_mailer instead of box")
+    assert audits._value.get() == started + 2  # one audit started per worker
+    out = damage_events(processor, [shipment(f"s-{i}", "padded_mailer") for i in range(40)]
+                        + [damage(f"d-{i}", "padded_mailer") for i in range(5)])
+    [decision] = decoded(out, "pack-type-decisions", "pack_type_decision")
+    assert (decision["package_type"], decision["chosen_by"], decision["audit_propensity"]) == (
+        "box", "model_certified", None)
+    [trigger] = decoded(out, "relabel-triggers", "relabel_trigger")
+    assert (trigger["from_package_type"], trigger["cause"]) == ("padded_mailer", "damage_exceeds_target")
+    assert audits._value.get() == started + 2
+
+
+def test_a_decision_kept_before_chosen_by_is_not_republished_for_the_field_alone(processor: Processor) -> None:
+    processor.on_catalog([catalog()])
+    _, jobs = processor.on_captures([capture()])
+    processor.apply_scores(jobs, [SURE])
+    state = processor.tables.products[PRODUCT]
+    del state["decision"]["chosen_by"]  # as a worker before the field kept it
+    processor.tables.products[PRODUCT] = state
+    assert processor.apply_scores(jobs, [SURE]) == []

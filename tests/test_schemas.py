@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from streams.policy import ChosenBy
 from streams.serde import CONTRACTS, DEFAULT_SCHEMAS_DIR, Serde, SerdeError, load_schema_files, register_contracts
 from tests.samples import SAMPLES
 
@@ -110,3 +111,21 @@ def test_a_test_request_from_before_the_lifecycle_reads_as_open_with_no_request_
     old_bytes = Serde(_schemas_dir(tmp_path, "test_request", [], v1)).encode("test_request", old)
     assert Serde().decode("test_request", old_bytes) == {**old, "status": "open", "request_id": None,
                                                          "closed_at": None, "reason": None, "superseded_by": None}
+
+
+def test_a_decision_from_before_chosen_by_reads_as_chosen_by_unknown(tmp_path: Path) -> None:
+    """How its type was chosen was not recorded: `unknown`, never a guess such as safe_default, so a dataset
+    never counts its shipments as honest evidence."""
+    v3 = load_schema_files()["pack_type_decision"][-2]
+    names = {field["name"] for field in v3["fields"]}
+    assert "chosen_by" not in names and "all_box_weight_g" in names
+    old = {k: v for k, v in SAMPLES["pack_type_decision"].items() if k in names}
+    old_bytes = Serde(_schemas_dir(tmp_path, "pack_type_decision", [], v3)).encode("pack_type_decision", old)
+    assert Serde().decode("pack_type_decision", old_bytes) == {**old, "chosen_by": "unknown", "audit_propensity": None}
+
+
+def test_the_contract_names_every_way_the_policy_chooses_a_type() -> None:
+    schema = load_schema_files()["pack_type_decision"][-1]
+    [field] = [f for f in schema["fields"] if f["name"] == "chosen_by"]
+    assert field["type"]["symbols"] == [c.value for c in ChosenBy]
+    assert field["default"] == field["type"]["default"] == ChosenBy.UNKNOWN.value  # a symbol added later reads so
