@@ -54,8 +54,12 @@ def save_bundle(result: FitResult, out_dir: Path) -> Path:
     torch.save(result.model.state_dict(), buffer)
     (out_dir / "weights.pt").write_bytes(buffer.getvalue())
     (out_dir / "tokenizer.model").write_bytes(result.tokenizer.model_proto)
-    config = {"network": dataclasses.asdict(result.net_config), "train": dataclasses.asdict(result.train_config),
-              "world": dataclasses.asdict(result.world_config)}
+    config = {"network": dataclasses.asdict(result.net_config), "train": dataclasses.asdict(result.train_config)}
+    if result.world_config is not None:
+        config["world"] = dataclasses.asdict(result.world_config)
+    if result.dataset is not None:
+        config["dataset"] = result.dataset
+    config["image_size"] = result.world_config.image_size if result.world_config else result.dataset["image_size"]
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
     delta, n_cal = result.train_config.delta, result.calibration_products
     targets = []
@@ -100,7 +104,8 @@ class Bundle:
         self.metrics_card = card
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.image_size: int = int(config["world"]["image_size"])
+        # bundles from before training on datasets keep it in the world's configuration only
+        self.image_size: int = int(config["image_size"] if "image_size" in config else config["world"]["image_size"])
         self.temperature = np.asarray(calibration["temperature"], dtype=np.float64)
         self.bias = np.asarray(calibration["bias"], dtype=np.float64)
         # Per target, a threshold per type (-1: certifies nothing). A bundle written before per-target

@@ -34,12 +34,15 @@ import torch
 GRID_LEVELS = np.linspace(0.02, 1.0, 50)  # score quantiles tested, in increasing order from the start
 
 
-def fit_temperature(logits: np.ndarray, damaged: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fit_temperature(logits: np.ndarray, damaged: np.ndarray, trials: np.ndarray,
+                    ridge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Per package type a temperature T and an offset b minimising the binomial NLL of
     sigmoid(logit / T + b) on held-out data.
 
     The offset undoes prior shifts that a temperature alone cannot: resampling or class weights during
-    training, and training on under-reported damages while audits see every damage."""
+    training, and training on under-reported damages while audits see every damage. `ridge` pulls log T and b
+    towards 0: a type whose held-out shipments saw no damage would otherwise drive b, and every probability of
+    that type, to zero."""
     z = torch.as_tensor(logits, dtype=torch.float64)
     k = torch.as_tensor(damaged, dtype=torch.float64)
     n = torch.as_tensor(trials, dtype=torch.float64)
@@ -51,6 +54,8 @@ def fit_temperature(logits: np.ndarray, damaged: np.ndarray, trials: np.ndarray)
         optimizer.zero_grad()
         s = z / log_t.exp() + bias
         loss = (k * torch.nn.functional.softplus(-s) + (n - k) * torch.nn.functional.softplus(s)).sum() / n.sum()
+        if ridge:
+            loss = loss + ridge * (log_t.square() + bias.square()).sum()
         loss.backward()
         return loss
 
@@ -110,11 +115,12 @@ class Certification:
     upper_bound: float  # Clopper–Pearson (1 − δ) upper bound on their damage rate
 
 
-def _most_powerful(grid: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray, grid_shipments: int, n: int,
-                   target: float, delta: float) -> int:
+def _most_powerful(grid: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray,
+                   grid_shipments: int | np.ndarray, n: int, target: float, delta: float) -> int:
     """Index of the grid threshold whose test on n calibration products is most likely to reject, as
     predicted from the separate split alone: where the sequence starts."""
     best, best_power = len(grid), 0.0
+    shipments = np.broadcast_to(grid_shipments, grid_scores.shape)
     for i, threshold in enumerate(grid):
         certified = grid_scores <= threshold
         expected_n = int(round(certified.mean() * n))
@@ -122,7 +128,7 @@ def _most_powerful(grid: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.n
         if critical < 0:
             continue
         # A slightly pessimistic rate, so a split that saw no damage does not promise certainty.
-        rate = (grid_damaged[certified].sum() + 0.5) / (certified.sum() * grid_shipments + 1)
+        rate = (grid_damaged[certified].sum() + 0.5) / (shipments[certified].sum() + 1)
         power = binomial_cdf(critical, expected_n, rate)
         if power > best_power:
             best, best_power = i, power
@@ -130,14 +136,18 @@ def _most_powerful(grid: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.n
 
 
 def certify_threshold(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray,
-                      grid_shipments: int, target: float, delta: float, cap: float | None = None) -> Certification:
+                      grid_shipments: int | np.ndarray, target: float, delta: float,
+                      cap: float | None = None) -> Certification:
     """The largest threshold passing the fixed-sequence binomial test on the calibration products.
 
     scores, damaged: calibration products (one audit shipment each). grid_scores, grid_damage_rate: a
-    separate split (scores, and damages out of grid_shipments audit shipments per product), used only to place the grid and pick where the
+    separate split (scores, and damages out of grid_shipments shipments: a number for every product, or one per
+    product), used only to place the grid and pick where the
     sequence starts; the calibration labels never influence the order of the tests. `cap`: the sequence also
     stops before any threshold above it (a cap below zero certifies nothing). Stopping earlier only drops
     rejections of the full sequence, so the guarantee holds whatever the cap, even one the labels chose."""
+    if len(scores) == 0 or len(grid_scores) == 0:
+        return Certification(-1.0, 0, 0, 1.0)
     grid = np.quantile(grid_scores, GRID_LEVELS)
     start = _most_powerful(grid, grid_scores, grid_damaged, grid_shipments, len(scores), target, delta)
     order = np.argsort(scores, kind="stable")
@@ -155,16 +165,27 @@ def certify_threshold(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.n
 
 
 def certify_targets(scores: np.ndarray, damaged: np.ndarray, grid_scores: np.ndarray, grid_damaged: np.ndarray,
-                    grid_shipments: int, targets: tuple[float, ...], delta: float) -> dict[float, list[Certification]]:
+                    grid_shipments: int | np.ndarray, targets: tuple[float, ...], delta: float,
+                    observed: np.ndarray | None = None) -> dict[float, list[Certification]]:
     """Certification per target and package type (columns of the [n, types] arrays), each target with its
     own (1 − δ) guarantee. Targets are certified loosest first, and a stricter target's sequence is capped
     at the looser one's threshold: a stricter target never certifies a product that a looser one does not
     (without the cap it could, when its sequence starts lower on the grid and the looser one's first test
-    fails)."""
+    fails).
+
+    From a shipment history rather than audits: `grid_shipments` [m, types] holds what each grid product shipped in
+    each type (those that shipped none in a type are left out of its grid), and `observed` [n, types] says which
+    calibration products have an outcome in a type (one shipment each; the others are left out of its test)."""
     result: dict[float, list[Certification]] = {}
     caps: list[float | None] = [None] * scores.shape[1]
+    mine = np.ones(scores.shape, dtype=bool) if observed is None else observed
+    shipments = np.broadcast_to(grid_shipments, grid_scores.shape)
+    grid_rows = np.ones(grid_scores.shape, dtype=bool) if np.ndim(grid_shipments) == 0 else shipments > 0
     for target in sorted(set(targets), reverse=True):
-        result[target] = [certify_threshold(scores[:, t], damaged[:, t], grid_scores[:, t], grid_damaged[:, t],
-                                            grid_shipments, target, delta, caps[t]) for t in range(scores.shape[1])]
+        result[target] = [certify_threshold(scores[mine[:, t], t], damaged[mine[:, t], t],
+                                            grid_scores[grid_rows[:, t], t], grid_damaged[grid_rows[:, t], t],
+                                            grid_shipments if np.ndim(grid_shipments) == 0
+                                            else shipments[grid_rows[:, t], t], target, delta, caps[t])
+                          for t in range(scores.shape[1])]
         caps = [c.threshold for c in result[target]]
     return dict(sorted(result.items()))

@@ -43,7 +43,8 @@ def _rates(text: str) -> tuple[float, ...]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train a damage model on a synthetic world and write a bundle")
+    train = subparsers.add_parser("train", help="train a damage model on a synthetic world, or on your own history "
+                                                   "(--data), and write a bundle")
     train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     train.add_argument("--products", type=_positive_int, default=10_000, help="products in the world")
     train.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
@@ -60,13 +61,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "a marketplace certifies with its own target's, or a stricter one's")
     train.add_argument("--delta", type=_rate, default=0.05, help="allowed probability of exceeding the target")
     train.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    train.add_argument("--data", type=Path, default=None, metavar="DIR",
+                       help="train on your own history instead of a synthetic world: the labelled table that "
+                            "`packwise dataset build --out DIR` wrote, split by product and by time "
+                            "(models/history.py); --products is not used")
     train.set_defaults(handler=_user_errors_as_sentences(_train))
 
-    evaluate = subparsers.add_parser("evaluate", help="measure a bundle on fresh products and write a report")
+    evaluate = subparsers.add_parser("evaluate", help="measure a bundle on fresh products, or on the later "
+                                                         "shipments of your own history (--data), and write a report")
     evaluate.add_argument("--bundle", type=Path, required=True, help="bundle directory to evaluate")
     evaluate.add_argument("--products", type=_positive_int, default=3000, help="fresh products to evaluate on")
     evaluate.add_argument("--seed", type=int, default=1000, help="seed of the fresh world (not the training seed)")
     evaluate.add_argument("--out", type=Path, required=True, help="directory for REPORT.md and its plots")
+    evaluate.add_argument("--data", type=Path, default=None, metavar="DIR",
+                          help="evaluate on your own history instead of a fresh world: the shipments of the dataset "
+                               "DIR after those the bundle was trained on, with their reported damages "
+                               "(models/history.py); --products and --seed are not used")
     evaluate.set_defaults(handler=_user_errors_as_sentences(_evaluate))
 
 
@@ -85,16 +95,31 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"device {args.device!r} is not available here; use --device auto or cpu.")
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"bundle directory {args.out} already exists and is not empty; choose a new --out.")
-    if args.products < 500:
+    if args.data is None and args.products < 500:
         raise UserError(f"--products {args.products} is too few to train and certify; use at least 500.")
     settings = getattr(args, "settings", None) or Settings.from_env()
     marketplaces = load_marketplaces(settings.marketplaces_file)
     targets = tuple(sorted(set(args.targets or targets_of(marketplaces)) | ({args.target} if args.target else set())))
     started = time.perf_counter()
-    data = prepare(WorldConfig(seed=args.seed, n_products=args.products))
     config = TrainConfig(epochs=args.epochs, imbalance=Imbalance(args.imbalance), targets=targets,
                          delta=args.delta, seed=args.seed, device=args.device)
-    result = fit(data, NetworkConfig(modality=Modality(args.modality)), config)
+    if args.data is not None:
+        from models import history
+
+        try:
+            data = history.load_history(args.data, args.seed, targets, args.delta)
+        except history.HistoryError as error:
+            raise UserError(str(error)) from None
+        result = history.fit_history(data, NetworkConfig(modality=Modality(args.modality)), config)
+
+        def shortfall(target: float, stricter: tuple[float, ...], markets: tuple[str, ...]) -> str:
+            return history.certification_shortfall(data, target, args.delta, stricter, markets)
+    else:
+        result = fit(prepare(WorldConfig(seed=args.seed, n_products=args.products)),
+                     NetworkConfig(modality=Modality(args.modality)), config)
+
+        def shortfall(target: float, stricter: tuple[float, ...], markets: tuple[str, ...]) -> str:
+            return certification_shortfall(args.products, target, args.delta, stricter, markets)
     path = save_bundle(result, args.out)
     certified = {target: [pack.value for pack, c in zip(PACK_TYPES, certifications) if c.threshold >= 0]
                  for target, certifications in result.certifications.items()}
@@ -104,8 +129,7 @@ def _train(args: argparse.Namespace) -> int:
         # needs certification can read "certified" in the JSON line.
         markets = tuple(code for code, m in marketplaces.items()
                         if certifying_target(targets, m.target_damage_rate) in uncertified)
-        print(certification_shortfall(args.products, uncertified[0], args.delta, tuple(uncertified[1:]), markets),
-              file=sys.stderr, flush=True)
+        print(shortfall(uncertified[0], tuple(uncertified[1:]), markets), file=sys.stderr, flush=True)
     beyond = [f"{code} ({m.target_damage_rate:.2%})" for code, m in marketplaces.items()
               if certifying_target(targets, m.target_damage_rate) is None]
     if beyond:
@@ -116,7 +140,10 @@ def _train(args: argparse.Namespace) -> int:
                       "seconds": round(time.perf_counter() - started, 1),
                       "thresholds": {repr(t): [c.threshold for c in cs] for t, cs in result.certifications.items()},
                       "certified": {repr(t): types for t, types in certified.items()},
-                      "test_weight_saved_share": round(result.test_metrics["weight_saved_share"], 4)}))
+                      **({"test_weight_saved_share": round(result.test_metrics["weight_saved_share"], 4)}
+                         if result.dataset is None else
+                         {"dataset": result.dataset["fingerprint"], "split": result.dataset["split"]["products"],
+                          "test_pr_auc": {pack: m["pr_auc"] for pack, m in result.test_metrics["per_type"].items()}})}))
     return 0
 
 
@@ -129,7 +156,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from streams.settings import Settings
 
     bundle = load_bundle(args.bundle)
-    if args.seed == bundle.config["world"]["seed"]:
+    if args.data is not None:
+        return _evaluate_history(args, bundle)
+    if args.seed == bundle.config.get("world", {}).get("seed"):
         raise UserError(f"--seed {args.seed} is the bundle's training seed; evaluate on a fresh world (another seed).")
     settings = getattr(args, "settings", None) or Settings.from_env()
     marketplaces = load_marketplaces(settings.marketplaces_file)
@@ -155,6 +184,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     page = evaluate.write_report(f"Evaluation of {bundle.version}", command, {bundle.version: (probs, world.products)},
                                  {bundle.version: row}, sorted({m["target"] for m in by_market.values()}), args.out,
                                  plots_folder="", sections=section)
+    print(page)
+    return 0
+
+
+def _evaluate_history(args: argparse.Namespace, bundle) -> int:
+    from models import history
+    from streams.marketplaces import load_marketplaces
+    from streams.settings import Settings
+
+    settings = getattr(args, "settings", None) or Settings.from_env()
+    marketplaces = load_marketplaces(settings.marketplaces_file)
+    try:
+        result = history.evaluation(args.data, bundle, marketplaces, settings.default_marketplace)
+    except history.HistoryError as error:
+        raise UserError(str(error)) from None
+    command = " ".join(["packwise", *sys.argv[1:]]) if sys.argv[1:2] == ["evaluate"] else \
+        f"packwise evaluate --bundle {args.bundle} --data {args.data} --out {args.out}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "evaluation.json").write_text(json.dumps(result, indent=2))
+    page = args.out / "REPORT.md"
+    page.write_text(history.evaluation_markdown(result, command))
     print(page)
     return 0
 

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from models.calibrate import clopper_pearson_upper  # noqa: E402
 from models.packtypes import PACK_TYPES, PackType  # noqa: E402
 from models.world import Product  # noqa: E402
 from streams.marketplaces import DEFAULT_MARKETPLACES, Marketplace  # noqa: E402
@@ -88,6 +89,44 @@ def metrics(probs: np.ndarray, thresholds: np.ndarray, products: list[Product]) 
         "damage_rate_of_moved": float(chosen_risk[moved].mean()) if moved.any() else 0.0,
         "damage_rate_of_plan": float(chosen_risk.mean()),
     }
+
+
+def observed_average_precision(scores: np.ndarray, damaged: np.ndarray, shipments: np.ndarray) -> float | None:
+    """Average precision of flagging damage (high score first) from observed outcomes: a product's damaged shipments
+    count as positives, its other shipments as negatives. None when no shipment was damaged."""
+    order = np.argsort(-scores, kind="stable")
+    tp, fp = np.cumsum(damaged[order]), np.cumsum((shipments - damaged)[order])
+    if not len(tp) or tp[-1] <= 0:
+        return None
+    precision, recall = tp / np.maximum(tp + fp, 1e-12), tp / tp[-1]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def observed_metrics(probs: np.ndarray, thresholds: np.ndarray, damaged: np.ndarray, shipments: np.ndarray,
+                     delta: float = 0.05) -> dict:
+    """What a shipment history can measure, per package type, among the products that shipped in it: PR-AUC from
+    the observed damages, the observed damage rate, the share certified and the observed damage rate of their
+    shipments, with its one-sided (1 - delta) Clopper-Pearson upper bound. `thresholds`: one per type, or one
+    per product and type (each product at its marketplace's target). Damages are the reported ones."""
+    thresholds = np.broadcast_to(thresholds, probs.shape)
+    per_type = {}
+    for t, pack in enumerate(PACK_TYPES):
+        shipped = shipments[:, t] > 0
+        n, k = int(shipments[shipped, t].sum()), int(damaged[shipped, t].sum())
+        certified = shipped & (probs[:, t] <= thresholds[:, t])
+        cn, ck = int(shipments[certified, t].sum()), int(damaged[certified, t].sum())
+        uniform = bool(len(probs)) and bool((thresholds[:, t] == thresholds[0, t]).all())
+        per_type[pack.value] = {
+            "products": int(shipped.sum()), "shipments": n, "damaged": k,
+            "pr_auc": observed_average_precision(probs[shipped, t], damaged[shipped, t], shipments[shipped, t]),
+            "base_damage_rate": k / n if n else None,
+            "threshold": float(thresholds[0, t]) if uniform else None,
+            "coverage": float(certified.sum() / shipped.sum()) if shipped.any() else None,
+            "certified_products": int(certified.sum()), "certified_shipments": cn, "certified_damaged": ck,
+            "certified_damage_rate": ck / cn if cn else None,
+            "certified_upper_bound": clopper_pearson_upper(ck, cn, delta) if cn else None,
+        }
+    return {"per_type": per_type, "n_products": len(probs), "labels": "observed (reported damages)"}
 
 
 def marketplace_certification(probs: np.ndarray, products: list[Product], marketplaces: Mapping[str, Marketplace],

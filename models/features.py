@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from models.tokenizer import Tokenizer, catalog_document
+from models.tokenizer import PAD_ID, Tokenizer, catalog_document
 from models.world import CURRENCY, VIEWS, Product, capture_views, measured
 
 MARKETPLACES = ("NA", "EU", "JP")
@@ -42,6 +42,15 @@ class Features:
 
     def to(self, device: torch.device | str) -> "Features":
         return Features(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def concatenate(chunks: list[Features]) -> Features:
+    """One batch from batches built apart (tokens right-padded to the widest: a batch without any catalog record
+    has a single token column)."""
+    width = max(c.tokens.shape[1] for c in chunks)
+    chunks = [replace(c, tokens=torch.nn.functional.pad(c.tokens, (0, width - c.tokens.shape[1]), value=PAD_ID))
+              for c in chunks]
+    return Features(*(torch.cat([getattr(c, f.name) for c in chunks]) for f in fields(Features)))
 
 
 def _size_numeric(length: float, width: float, height: float, weight: float) -> list[float]:

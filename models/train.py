@@ -106,8 +106,7 @@ def world_features(world: World, tokenizer: Tokenizer, indices: np.ndarray, show
                     for p in products]
         chunks.append(features.assemble(tokenizer, [catalog_record(p) for p in products], [c[0] for c in captures],
                                         [c[1] for c in captures], world.config.image_size))
-    return features.Features(*(torch.cat([getattr(c, f.name) for c in chunks])
-                               for f in dataclasses.fields(features.Features)))
+    return features.concatenate(chunks)
 
 
 def split_bounds(n_products: int) -> np.ndarray:
@@ -123,6 +122,16 @@ def calibration_size(n_products: int) -> int:
     return int(bounds[index + 1] - bounds[index])
 
 
+def uncertified_warning(target: float, delta: float, stricter: tuple[float, ...] = (),
+                        markets: tuple[str, ...] = ()) -> str:
+    """The first line of the warning for a run that certified no package type at `target` (nor at `stricter`)."""
+    nor = f", nor at the stricter {', '.join(f'{t:.2%}' for t in stricter)}" if stricter else ""
+    whose = f"in {', '.join(markets)} " if markets else ""
+    return (f"WARNING: no package type could be certified at target {target:.2%} (delta {delta:.0%}){nor}. The "
+            f"bundle works, but the worker will send every product {whose}to a person's test (needs_test) until "
+            "shipment data certify a type.")
+
+
 def certification_shortfall(n_products: int, target: float, delta: float, stricter: tuple[float, ...] = (),
                             markets: tuple[str, ...] = ()) -> str:
     """The warning for a run that certified no package type at `target` (nor, then, at the `stricter` targets):
@@ -131,11 +140,7 @@ def certification_shortfall(n_products: int, target: float, delta: float, strict
     `markets`: the marketplaces whose targets these are."""
     needed = calibrate.zero_damage_products_needed(target, delta)
     n_cal = calibration_size(n_products)
-    nor = f", nor at the stricter {', '.join(f'{t:.2%}' for t in stricter)}" if stricter else ""
-    whose = f"in {', '.join(markets)} " if markets else ""
-    lines = [f"WARNING: no package type could be certified at target {target:.2%} (delta {delta:.0%}){nor}. The "
-             f"bundle works, but the worker will send every product {whose}to a person's test (needs_test) until "
-             "shipment data certify a type.",
+    lines = [uncertified_warning(target, delta, stricter, markets),
              f"  The certification test passes only with at least {needed} certified calibration products with no "
              f"damage among them ((1 - target)^n <= delta); this run had {n_cal} calibration products "
              f"({SPLITS['calibration']:.0%} of {n_products})."]
@@ -254,10 +259,11 @@ class FitResult:
     bias: np.ndarray
     certifications: dict[float, list[calibrate.Certification]]  # per target, per package type
     test_metrics: dict  # at the loosest target
-    world_config: WorldConfig
+    world_config: WorldConfig | None  # the synthetic world trained on, or None (a dataset: `dataset`)
     fingerprint: str
     train_seconds: float
     calibration_products: int
+    dataset: dict | None = None  # a dataset trained on (models/history.py History.describe): fingerprint, card, split
 
 
 def fit(data: Dataset, net_config: NetworkConfig, config: TrainConfig, show_progress: bool = True) -> FitResult:

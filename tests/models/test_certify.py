@@ -113,3 +113,31 @@ def test_a_stricter_target_never_certifies_more_and_keeps_its_guarantee() -> Non
     rate, covered = _violation_rate(strictest_of_several)
     assert covered > 0.5
     assert rate <= delta + 3 * math.sqrt(delta * (1 - delta) / 200)
+
+
+def test_certifying_from_a_history_counts_only_the_products_that_shipped_in_the_type() -> None:
+    """From a shipment history (models/history.py) a calibration product with no shipment in a type says nothing
+    about it, and a grid product weighs its damages by the shipments it made: what stands in the unobserved cells
+    must not matter, and the thresholds are those of the products observed alone."""
+    rng = np.random.default_rng(9)
+    scores, p = _population(rng, 5000)
+    observed = rng.random(5000) < 0.6
+    damaged = rng.binomial(1, p)
+    grid_scores, grid_p = _population(rng, 500)
+    shipments = rng.integers(0, 12, 500)
+    grid_damaged = rng.binomial(shipments, grid_p)
+    placeholders = np.where(observed, damaged, 1)  # every unobserved cell "damaged"
+
+    def two(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.stack([a, b], 1)
+
+    both = certify_targets(two(scores, scores), two(damaged, placeholders), two(grid_scores, grid_scores),
+                           two(grid_damaged, grid_damaged), two(shipments, shipments), (0.01,), 0.05,
+                           observed=two(observed, observed))[0.01]
+    shipped = shipments > 0
+    alone = certify_threshold(scores[observed], damaged[observed], grid_scores[shipped], grid_damaged[shipped],
+                              shipments[shipped], 0.01, 0.05)
+    assert both[0] == both[1] == alone and alone.threshold > 0
+    unmasked = certify_targets(scores[:, None], placeholders[:, None], grid_scores[:, None],
+                               grid_damaged[:, None], shipments[:, None], (0.01,), 0.05)[0.01]
+    assert unmasked[0].threshold == -1.0  # without the mask the placeholders would count

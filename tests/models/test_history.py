@@ -1,0 +1,133 @@
+"""`packwise train --data DIR`: the network trained on a dataset that `packwise dataset build` wrote (here from a
+small simulated history, landed without Kafka), split by product and by time, and its bundle scored by the
+worker's scorer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from models import cli
+from models.dataset import CARD_JSON, TABLE
+from models.history import load_history
+from models.packtypes import PACK_TYPES
+from models.world import World, WorldConfig, capture_record, catalog_record
+from streams.scoring import Scorer
+from tests.models.simulated_history import HISTORY_DAYS, WINDOW_DAYS, simulated_dataset, simulated_events, write_dataset
+
+WORLD_SEED, PRODUCTS = 5, 400
+TARGETS = "0.05,0.1"  # what a calibration split of ~110 products can reach (0.5% needs 598)
+
+
+@pytest.fixture(scope="module")
+def events() -> dict[str, list[dict]]:
+    return simulated_events(World.generate(WorldConfig(seed=WORLD_SEED, n_products=PRODUCTS)), 12.0, WORLD_SEED)
+
+
+@pytest.fixture(scope="module")
+def dataset(events: dict[str, list[dict]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole history: every shipment mature."""
+    folder = tmp_path_factory.mktemp("history") / "data"
+    write_dataset(folder, events)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def earlier(events: dict[str, list[dict]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same history built 50 days before its end: the shipments of its last 80 days are not in it."""
+    folder = tmp_path_factory.mktemp("history") / "earlier"
+    write_dataset(folder, events, as_of_day=HISTORY_DAYS + WINDOW_DAYS - 50)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(earlier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "from-history"
+    assert cli.main(["train", "--data", str(earlier), "--out", str(out), "--epochs", "1", "--seed", "2",
+                     "--targets", TARGETS]) == 0
+    return out
+
+
+def test_a_bundle_trained_on_a_dataset_is_scored_by_the_worker(bundle: Path) -> None:
+    products = World.generate(WorldConfig(seed=WORLD_SEED, n_products=3)).products
+    records = [(catalog_record(p), capture_record(p, np.random.default_rng([p.seed, 20]))) for p in products]
+    views = Scorer.load(bundle, threads=1).score_records(records + [(catalog_record(products[0]), None)])
+    version = json.loads((bundle / "manifest.json").read_text())["version"]
+    assert len(views) == 4 and {v.version for v in views} == {version}
+    for view in views:
+        assert set(view.probabilities) == set(PACK_TYPES)
+        assert all(0.0 < p < 1.0 for p in view.probabilities.values())
+        assert set(view.certified) == {0.05, 0.1}
+
+
+def test_the_bundle_records_the_dataset_fingerprint_and_card(bundle: Path, earlier: Path) -> None:
+    card = json.loads((earlier / CARD_JSON).read_text())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    config = json.loads((bundle / "config.json").read_text())
+    assert manifest["data_fingerprint"] == card["fingerprint"] and manifest["version"].endswith(card["fingerprint"][:8])
+    assert "world" not in config and config["dataset"]["card"] == card and config["image_size"] == 48
+    split = config["dataset"]["split"]
+    assert split["products"]["calibration"] > 0 and split["periods"]["train"][1] < split["cutoff"]
+    metrics = json.loads((bundle / "metrics.json").read_text())["test_metrics"]
+    assert metrics["n_products"] == split["products"]["test"]
+    assert sum(m["shipments"] for m in metrics["per_type"].values()) == split["shipments"]["test"]
+
+
+def test_the_calibration_period_follows_the_training_period_on_other_products(dataset: Path) -> None:
+    history = load_history(dataset, seed=2, targets=(0.05,), delta=0.05, show_progress=False)
+    ids = {name: {history.product_ids[i] for i in idx} for name, idx in history.splits.items()}
+    assert all(ids[a].isdisjoint(ids[b]) for a in ids for b in ids if a < b) and all(ids.values())
+    assert history.periods["train"][1] < history.cutoff
+    assert all(history.periods[name][0] >= history.cutoff for name in ("temperature", "calibration", "test"))
+    # against the table itself: a held-out product counts its shipments from the cutoff on, a training product
+    # those before it, whatever else it shipped
+    rows = pq.read_table(dataset / TABLE).to_pylist()
+    recent = [r for r in rows if r["shipped_at"] >= history.cutoff]
+    assert len(recent) == pytest.approx(len(rows) / 3, abs=2)
+    for name, before in (("train", True), ("calibration", False)):
+        mine = [r for r in rows if r["product_id"] in ids[name] and (r["shipped_at"] < history.cutoff) == before]
+        assert history.shipments[history.splits[name]].sum() == len(mine)
+        assert history.damaged[history.splits[name]].sum() == sum(r["damaged"] for r in mine)
+    cal = history.splits["calibration"]
+    assert (history.first_observed[cal].sum(0) <= (history.shipments[cal] > 0).sum(0)).all()
+
+
+def test_train_refuses_a_folder_that_is_not_a_dataset_or_too_small(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and f"{tmp_path} is not a packwise dataset" in error and "dataset build" in error
+    small = tmp_path / "small"
+    simulated_dataset(small, 30, seed=WORLD_SEED)
+    assert cli.main(["train", "--data", str(small), "--out", str(tmp_path / "b"), "--targets", "0.05"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "too small to certify" in error
+    assert "needs at least 59 calibration products" in error and not (tmp_path / "b").exists()
+
+
+def test_evaluate_on_the_shipments_after_the_training_data(bundle: Path, dataset: Path, earlier: Path,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["evaluate", "--bundle", str(bundle), "--data", str(dataset), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "evaluation.json").read_text())
+    trained = json.loads((bundle / "config.json").read_text())["dataset"]
+    assert result["window"]["first_shipped_at"] > trained["card"]["time_range"]["last_shipped_at"]
+    training = load_history(earlier, seed=2, targets=(0.05,), delta=0.05, show_progress=False)
+    trained_on = {training.product_ids[i] for i in training.splits["train"]}
+    rows = [r for r in pq.read_table(dataset / TABLE).to_pylist()
+            if r["shipped_at"].isoformat() > trained["card"]["time_range"]["last_shipped_at"]
+            and r["product_id"] not in trained_on]
+    assert result["window"]["shipments"] == len(rows) > 0
+    assert sum(m["shipments"] for m in result["metrics"]["per_type"].values()) == len(rows)
+    assert sum(m["damaged"] for m in result["metrics"]["per_type"].values()) == sum(r["damaged"] for r in rows)
+    assert set(result["by_marketplace"]) == {r["marketplace"] for r in rows}
+    page = (tmp_path / "REPORT.md").read_text()
+    assert "## Certification per marketplace" in page and "| NA | 0.50% | none (certifies nothing) |" in page
+    # the dataset it was trained on holds nothing after its own data
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--bundle", str(bundle), "--data", str(earlier), "--out", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "has no shipments shipped after" in error
