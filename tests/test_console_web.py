@@ -88,6 +88,8 @@ def test_pages_carry_a_policy_that_refuses_foreign_scripts(store: ConsoleStore) 
     async def check(client: TestClient) -> None:
         page = await client.get("/")
         assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        # the version the page was rendered at, which the live script compares with the events' versions
+        assert f'<body data-version="{store.version}">' in await page.text()
         assert page.headers["X-Frame-Options"] == "DENY"
         assert (await client.get("/products/p1")).status == 200
         assert (await client.get("/products/nobody")).status == 404

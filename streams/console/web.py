@@ -150,6 +150,7 @@ def make_app(console: Console) -> web.Application:
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        version = store.version  # read before the page: a change while it renders makes it refresh, never miss
         if console.token is None or request.path in ("/login", "/healthz") or request.path.startswith("/static/"):
             response = await handler(request)
         elif not authorized(request, console.token):
@@ -160,6 +161,9 @@ def make_app(console: Console) -> web.Application:
                                              headers={"WWW-Authenticate": 'Bearer realm="packwise console"'})
         else:
             response = await handler(request)
+        if isinstance(response, web.Response) and response.content_type == "text/html" and response.body:
+            # the live script compares this with the versions the server-sent events announce
+            response.text = response.text.replace("<body>", f'<body data-version="{version}">', 1)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")

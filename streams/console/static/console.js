@@ -2,7 +2,9 @@
 "use strict";
 (function () {
   const dot = document.getElementById("live");
-  let seen = null;
+  // the store version this page was rendered at: an event announcing another one means newer figures, even
+  // the first event (a change between the render and the event stream's start must not be missed)
+  let seen = document.body.dataset.version || null;
   let refreshing = false;
 
   async function refresh() {
@@ -19,11 +21,15 @@
         if (next) {
           document.getElementById("main").replaceChildren(...next.childNodes);
           wire();
-          document.body.dataset.version = String(seen);
+          document.body.dataset.version = html.body.dataset.version || String(seen);
         }
       }
     } finally {
       refreshing = false;
+    }
+    // an event that arrived while this refresh was in flight announced newer figures than it fetched
+    if (Number(seen) > Number(document.body.dataset.version) && !document.querySelector("input.pick:checked")) {
+      setTimeout(refresh, 200);
     }
   }
 
@@ -32,12 +38,9 @@
     source.addEventListener("open", () => dot.classList.add("on"));
     source.addEventListener("error", () => dot.classList.remove("on"));
     source.addEventListener("version", (event) => {
-      if (seen !== null && event.data !== seen) {
+      if (event.data !== (document.body.dataset.version || seen)) {
         seen = event.data;
         refresh();
-      } else {
-        seen = event.data;
-        document.body.dataset.version = String(seen);
       }
     });
   }
