@@ -365,6 +365,9 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         passed = sum(ok for _, _, ok in outcome[0].test_results)
         summary = dataclasses.replace(summary, lab_results=(passed, len(outcome[0].test_results) - passed))
         print_summary(console, summary, marketplaces)
+        if keep_broker or not started_broker:  # the run's topics stay readable: point at the web console
+            console.print(f"\nBrowse this run in the ops console: PACKWISE_TOPIC_PREFIX={settings.topic_prefix} "
+                          f"PACKWISE_APP_ID={settings.app_id} .venv/bin/packwise console")
         return 0
     finally:
         if worker is not None:
