@@ -176,9 +176,10 @@ def _cohort_table(store: ConsoleStore, live: Live) -> str:
         rate = r["damages"] / r["shipments"] if r["shipments"] else None
         lower, upper = _cohort_bounds(r["damages"], r["shipments"])
         target = live.targets.get(r["marketplace"])
-        rows.append((escape(r["marketplace"]), escape(r["package_type"]), _num(r["shipments"]), _num(r["damages"]),
-                     _pct(rate), f"{_pct(lower)}–{_pct(upper)}", _pct(target), _promise(rate, lower, target)))
-    return _table(("marketplace", "type", "shipments", "damaged", "observed rate", "bounds", "target", ""),
+        # the verdict first: on a phone the table scrolls, and the verdict is what must show without scrolling
+        rows.append((escape(r["marketplace"]), escape(r["package_type"]), _promise(rate, lower, target), _pct(rate),
+                     _pct(target), f"{_pct(lower)}–{_pct(upper)}", _num(r["shipments"]), _num(r["damages"])))
+    return _table(("marketplace", "type", "", "observed rate", "target", "bounds", "shipments", "damaged"),
                   rows, "cohort", empty="no shipment in an auto-certified type yet")
 
 
