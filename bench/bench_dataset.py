@@ -1,6 +1,7 @@
 """Benchmarks of `packwise dataset build`: landing the topics as Parquet, and the labelled table.
 
     .venv/bin/python bench/bench_dataset.py landing   # non-capture events/s and captures/s, Kafka -> Parquet
+    .venv/bin/python bench/bench_dataset.py landing --processes 1 2   # the same, for each number of processes
     .venv/bin/python bench/bench_dataset.py table     # the labelled table for 1M shipments (Parquet written here)
     .venv/bin/python bench/bench_dataset.py all
 
@@ -117,21 +118,24 @@ def capture_events(captures: int, seed: int = 3):
         yield "tunnel-captures", capture["product_id"], value
 
 
-def land_step(bootstrap: str, prefix: str, out: str) -> None:
+def land_step(bootstrap: str, prefix: str, out: str, processes: str) -> None:
     from streams.landing import land
     from streams.settings import Settings
 
     settings = Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=6)
     started = time.perf_counter()
-    report = land(settings, Path(out), show_progress=True)
+    report = land(settings, Path(out), show_progress=True, processes=int(processes))
     seconds = time.perf_counter() - started
     size = sum(p.stat().st_size for p in Path(out).rglob("*.parquet"))
+    # the landing processes this one started have ended: their peak RSS is in RUSAGE_CHILDREN (the largest one)
+    children_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "events": report.events, "landed": dict(report.landed),
                       "dead_letters": sum(report.dead_letters.values()), "files": report.files,
-                      "parquet_mib": size / 2**20, "peak_rss_mib": peak_rss_mib()}))
+                      "parquet_mib": size / 2**20, "peak_rss_mib": peak_rss_mib(),
+                      "child_peak_rss_mib": children_mib}))
 
 
-def bench_landing(events: int, captures: int, command: str) -> None:
+def bench_landing(events: int, captures: int, processes: list[int], command: str) -> None:
     from streams.broker import LocalBroker, free_port
     from streams.settings import Settings
     from streams.topics import create_topics
@@ -150,14 +154,18 @@ def bench_landing(events: int, captures: int, command: str) -> None:
                 started = time.perf_counter()
                 produced = produce(settings, messages)
                 produce_s = time.perf_counter() - started
-                result = child(["_land", broker.bootstrap, settings.topic_prefix, str(Path(tmp) / name)])
-                rate = result["events"] / result["seconds"]
-                verdict = "met" if rate >= goal else "MISSED"
-                lines.append(f"{name}: {result['events']:,} {unit} landed in {result['seconds']:.1f} s = "
-                             f"**{rate:,.0f} {unit}/s** (target >= {goal:,}: {verdict}); peak RSS "
-                             f"{result['peak_rss_mib']:.0f} MiB; {result['files']} files, "
-                             f"{result['parquet_mib']:.1f} MiB of Parquet; {result['dead_letters']} dead letters "
-                             f"(produced {produced:,} in {produce_s:.1f} s beforehand, 6 partitions)")
+                for count in processes:  # the same events landed again, into a folder of its own
+                    result = child(["_land", broker.bootstrap, settings.topic_prefix,
+                                    str(Path(tmp) / f"{name}-{count}"), str(count)])
+                    rate = result["events"] / result["seconds"]
+                    verdict = "met" if rate >= goal else "MISSED"
+                    rss = f"peak RSS {result['peak_rss_mib']:.0f} MiB" + (
+                        f" (+ {result['child_peak_rss_mib']:.0f} MiB per other process)" if count > 1 else "")
+                    lines.append(f"{name}, {count} process{'es' if count > 1 else ''}: {result['events']:,} {unit} "
+                                 f"landed in {result['seconds']:.1f} s = **{rate:,.0f} {unit}/s** (target >= "
+                                 f"{goal:,}: {verdict}); {rss}; {result['files']} files, "
+                                 f"{result['parquet_mib']:.1f} MiB of Parquet; {result['dead_letters']} dead "
+                                 f"letters (produced {produced:,} in {produce_s:.1f} s beforehand, 6 partitions)")
         finally:
             broker.stop()
     record("Landing the topics as Parquet", lines, command)
@@ -300,7 +308,7 @@ def bench_table(shipments: int, products: int, threads: int, command: str) -> No
 
 def main() -> None:
     if sys.argv[1:2] == ["_land"]:
-        return land_step(*sys.argv[2:5])
+        return land_step(*sys.argv[2:6])
     if sys.argv[1:2] == ["_table"]:
         return table_step(sys.argv[2], int(sys.argv[3]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -310,10 +318,15 @@ def main() -> None:
     parser.add_argument("--shipments", type=int, default=1_000_000, help="shipments in the table benchmark")
     parser.add_argument("--products", type=int, default=100_000, help="products in the table benchmark")
     parser.add_argument("--threads", type=int, default=2, help="DuckDB threads in the table benchmark")
+    parser.add_argument("--processes", type=int, nargs="+", default=None,
+                        help="landing processes (several: the same events landed once with each; default: as "
+                             "`packwise dataset build`, one per core less one)")
     args = parser.parse_args()
     command = ".venv/bin/python bench/bench_dataset.py " + " ".join(sys.argv[1:])
     if args.which in ("landing", "all"):
-        bench_landing(args.events, args.captures, command)
+        from streams.landing import default_processes
+
+        bench_landing(args.events, args.captures, args.processes or [default_processes()], command)
     if args.which in ("table", "all"):
         bench_table(args.shipments, args.products, args.threads, command)
 

@@ -343,6 +343,16 @@ def _days(text: str) -> float:
     return value
 
 
+def _processes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of processes, 1 or more")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     dataset = sub.add_parser(
         "dataset", help="land the input topics as Parquet and build the labelled training table",
@@ -359,16 +369,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dataset.add_argument("--as-of", type=_as_of, default=None,
                          help="time the labels are judged at (ISO; default: the latest event time landed)")
     dataset.add_argument("--no-table", action="store_true", help="only land the topics")
+    dataset.add_argument("--processes", type=_processes, default=None,
+                         help="landing processes, each reading its own share of the partitions (default: one per "
+                              "core less one, at least 1); the manifest is written once, after all of them")
     dataset.set_defaults(handler=cmd_dataset)
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from streams.landing import land
+    from streams.landing import default_processes, land
 
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise PackwiseError(f"--out {out} is a file: give a folder for the dataset")
-    report = land(args.settings, out, show_progress=True)
+    report = land(args.settings, out, show_progress=True, processes=args.processes or default_processes())
     landed = ", ".join(f"{base} {n:,}" for base, n in sorted(report.landed.items())) or "nothing new"
     skipped = sum(report.dead_letters.values())
     print(f"landed {landed} in {report.seconds:.1f} s ({report.files} files); skipped {skipped:,} dead-lettered "

@@ -359,3 +359,116 @@ def test_a_dataset_landed_before_test_results_lands_them_from_the_start(kafka_se
     assert [(r["test_result_event_id"], r["passed"], r["title"]) for r in result_rows(out)] == [
         ("T1", True, "Becher"), ("T2", False, None), ("T3", False, "Becher")]
     assert sum(json.loads((out / "manifest.json").read_text())["offsets"]["test-results"].values()) == 3
+
+
+def landed_rows(folder: Path) -> dict[str, list[dict]]:
+    """Per topic, every landed row of the files the manifest lists, in (partition, offset) order."""
+    from streams.landing import landed_files
+
+    return {base: sorted((row for path in paths for row in pq.read_table(path).to_pylist()),
+                         key=lambda r: (r["kafka_partition"], r["kafka_offset"]))
+            for base, paths in landed_files(folder).items()}
+
+
+def mixed_history(t: datetime, batch: str, days: int = 3) -> list[tuple[str, str, bytes | None]]:
+    """Events of every input topic under many product keys (so every partition holds some), over `days` days,
+    with what the worker dead-letters and a tombstone among them."""
+    events = []
+    for i in range(24):
+        product, at = f"P{batch}{i}", t + (i % days) * DAY
+        events += [encoded("catalog-updates", catalog(product, at, f"title {i}")),
+                   encoded("tunnel-captures", capture(product, at, 100.0 + i)),
+                   encoded("shipments", shipment(product, at, f"S{batch}{i}")),
+                   encoded("damage-reports", report(product, at + DAY, f"S{batch}{i}")),
+                   encoded("test-results", result(product, at, f"T{batch}{i}", passed=i % 6))]
+    events += [encoded("shipments", {**shipment(f"P{batch}x", t, f"S{batch}-bad"), "marketplace": "XX"}),
+               ("damage-reports", f"P{batch}y", b"{not avro}"), ("catalog-updates", f"P{batch}z", None)]
+    return events
+
+
+@pytest.mark.kafka
+def test_a_parallel_build_lands_exactly_what_a_single_process_build_lands(
+        kafka_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partitions shared out among processes: the same rows, offsets and counts as one process, first and
+    incrementally (also from the command line); every file name distinct; nothing committed to any group."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.cli import main
+    from streams.topics import create_topics
+
+    create_topics(kafka_settings)
+    t = datetime.now(timezone.utc).replace(microsecond=0) - 40 * DAY
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    written = 0
+    for batch, days in (("a", 3), ("b", 5)):
+        produce(kafka_settings, mixed_history(t, batch, days))
+        one = land(kafka_settings, single, show_progress=False)
+        many = land(kafka_settings, parallel, show_progress=False, processes=4)
+        assert many.landed == one.landed and many.dead_letters == one.dead_letters
+        assert many.reasons == one.reasons and many.tombstones == one.tombstones == 1
+        assert sum(many.landed.values()) == 120  # each run lands only its batch
+        assert landed_rows(parallel) == landed_rows(single)
+        manifests = [json.loads((folder / "manifest.json").read_text()) for folder in (single, parallel)]
+        for key in ("offsets", "landed", "dead_letters", "tombstones", "lost_to_retention"):
+            assert manifests[1][key] == manifests[0][key], key
+        files = [p for paths in manifests[1]["files"].values() for p in paths]
+        written += many.files
+        assert len(files) == len(set(files)) == written and all((parallel / p).is_file() for p in files)
+        assert sorted(p.relative_to(parallel).as_posix() for p in (parallel / "landed").rglob("*")
+                      if p.is_file()) == sorted(files)  # no stray file of a process left behind
+    assert {p.split("-p")[-1].split("-")[0] for p in files} == {"0", "1", "2", "3"}  # four processes wrote
+    assert land(kafka_settings, parallel, show_progress=False, processes=4).events == 0  # nothing new
+
+    produce(kafka_settings, mixed_history(t, "c", 2))
+    for name, value in {"BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+                        "TOPIC_PREFIX": kafka_settings.topic_prefix, "APP_ID": kafka_settings.app_id,
+                        "PARTITIONS": "3"}.items():
+        monkeypatch.setenv("PACKWISE_" + name, value)
+    assert main(["dataset", "build", "--out", str(parallel), "--processes", "3", "--no-table"]) == 0
+    land(kafka_settings, single, show_progress=False)
+    assert landed_rows(parallel) == landed_rows(single)
+    assert json.loads((parallel / "manifest.json").read_text())["offsets"] == json.loads(
+        (single / "manifest.json").read_text())["offsets"]
+    latest = json.loads((parallel / "manifest.json").read_text())["runs"][-1]
+    assert latest["landed"] == {base: 24 for base in LANDED} and "-p2-" in " ".join(
+        p for paths in json.loads((parallel / "manifest.json").read_text())["files"].values() for p in paths
+        if latest["run"] in p)
+    admin = AdminClient({"bootstrap.servers": kafka_settings.bootstrap_servers})
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid]
+    assert not [g for g in groups if g.startswith(kafka_settings.app_id)]
+
+
+@pytest.mark.kafka
+def test_an_interrupted_parallel_build_leaves_the_previous_manifest(kafka_settings, tmp_path: Path) -> None:
+    """A landing process that fails fails the run: the manifest stays as it was, and the next build removes
+    what the run left and lands the same events as a build that was never interrupted."""
+    from streams.errors import PackwiseError
+    from streams.topics import create_topics
+
+    create_topics(kafka_settings)
+    t = datetime.now(timezone.utc).replace(microsecond=0) - 40 * DAY
+    out, reference = tmp_path / "ds", tmp_path / "reference"
+    produce(kafka_settings, mixed_history(t, "a"))
+    land(kafka_settings, out, show_progress=False, processes=3)
+    before = (out / "manifest.json").read_bytes()
+    produce(kafka_settings, mixed_history(t + 10 * DAY, "b"))
+    # a dangling link where the processes landing the new shipments must create their folder (a landing never
+    # removes a link): they fail, in whichever process lands each shipments partition; the others land their
+    # share into files that no manifest lists
+    blocker = out / "landed" / "shipments" / f"event_date={(t + 10 * DAY).date().isoformat()}"
+    blocker.symlink_to(tmp_path / "nowhere")
+    with pytest.raises((PackwiseError, OSError)):
+        land(kafka_settings, out, show_progress=False, processes=6)
+    assert (out / "manifest.json").read_bytes() == before
+    listed = {p for paths in json.loads(before)["files"].values() for p in paths}
+    left = [p for p in (out / "landed").rglob("*") if p.is_file() and p.relative_to(out).as_posix() not in listed]
+    assert {r["shipment_id"][1] for r in landed_rows(out)["shipments"]} == {"a"}
+
+    blocker.unlink()
+    again = land(kafka_settings, out, show_progress=False, processes=3)
+    assert again.orphans_removed == len(left) and not any(p.exists() for p in left)
+    assert sum(again.landed.values()) == 120
+    land(kafka_settings, reference, show_progress=False)
+    assert landed_rows(out) == landed_rows(reference)
+    assert json.loads((out / "manifest.json").read_text())["offsets"] == json.loads(
+        (reference / "manifest.json").read_text())["offsets"]
