@@ -237,14 +237,23 @@ class ConsoleStore:
         db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
                    (key, by))
 
-    def _count_decision(self, db: sqlite3.Connection, row: Mapping[str, Any], sign: int, at_ms: int) -> None:
+    def _count_decision(self, db: sqlite3.Connection, row: Mapping[str, Any], sign: int) -> None:
         packaging, box = row["packaging_g"], row["box_g"]
         db.execute("INSERT INTO decision_counts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                    "products = products + excluded.products, packaging_g = packaging_g + excluded.packaging_g, "
                    "box_g = box_g + excluded.box_g",
                    (row["marketplace"], row["package_type"], row["status"], row["model_version"] or "", sign,
                     sign * (packaging or 0.0), sign * (box or 0.0)))
-        # the running totals as of this decision's hour: the weight-saved chart is their last value per hour
+
+    @staticmethod
+    def _record_totals(db: sqlite3.Connection, at_ms: int | None) -> None:
+        """The running totals as of `at_ms` (None: the latest minute recorded), once per decision after its
+        counts moved: the weight-saved chart is their last value per bucket."""
+        if at_ms is None:
+            latest = db.execute("SELECT MAX(minute) FROM saved_series").fetchone()[0]
+            if latest is None:
+                return
+            at_ms = latest * MINUTE_MS
         totals = db.execute("SELECT TOTAL(packaging_g), TOTAL(box_g), TOTAL(products) FROM decision_counts").fetchone()
         db.execute("INSERT INTO saved_series VALUES (?, ?, ?, ?) ON CONFLICT (minute) DO UPDATE SET "
                    "packaging_g = excluded.packaging_g, box_g = excluded.box_g, products = excluded.products",
@@ -267,11 +276,12 @@ class ConsoleStore:
                "target": r["target_damage_rate"], "packaging_g": r.get("packaging_weight_g"),
                "box_g": r.get("all_box_weight_g")}  # the evidence is kept once, in the history
         if previous is not None:
-            self._count_decision(db, previous, -1, decided_at)
+            self._count_decision(db, previous, -1)
         db.execute("INSERT OR REPLACE INTO decisions VALUES (:product_id, :marketplace, :package_type, :status, "
                    ":reason, :model_version, :decided_at, :provisional, :target, :packaging_g, :box_g)",
                    row)
-        self._count_decision(db, row, +1, decided_at)
+        self._count_decision(db, row, +1)
+        self._record_totals(db, decided_at)
         db.execute("DELETE FROM decision_history WHERE product_id = ? AND decided_at < (SELECT decided_at FROM "
                    "decision_history WHERE product_id = ? ORDER BY decided_at DESC LIMIT 1 OFFSET ?)",
                    (product, product, HISTORY_KEPT - 1))
@@ -287,7 +297,8 @@ class ConsoleStore:
             return
         previous = db.execute("SELECT * FROM decisions WHERE product_id = ?", (product,)).fetchone()
         if previous is not None:
-            self._count_decision(db, previous, -1, previous["decided_at"])
+            self._count_decision(db, previous, -1)
+            self._record_totals(db, None)  # a tombstone has no time of its own: the latest bucket shows it
             db.execute("DELETE FROM decisions WHERE product_id = ?", (product,))
         for test in db.execute("SELECT package_type FROM tests WHERE product_id = ? AND +status = ?",
                                (product, OPEN)).fetchall():
