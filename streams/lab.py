@@ -1,6 +1,7 @@
-"""A simulated test lab for the simulated fulfillment center: it follows the open test requests the workers
-publish and, each shipping round, answers the ones that would save the most packaging with a physical test
-whose outcome comes from the world's hidden truth. What a real lab sends back on `test-results`.
+"""A simulated test lab for the simulated fulfillment center: given the open test requests the workers publish
+(streams/simulator.py follows them), each shipping round it answers the ones that would save the most
+packaging with a physical test whose outcome comes from the world's hidden truth. What a real lab sends back
+on `test-results`.
 
 One tested unit goes through the handling hazards of many shipments (drops, vibration, compression), so a unit
 fails a test far more often than one shipment damages it: with per-shipment damage probability p, a unit fails
@@ -10,19 +11,14 @@ when every unit comes through.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
-from confluent_kafka import Consumer
 
 from models.packtypes import PackType
 from models.world import REASONS, Material, Product, event_uuid
-from streams.serde import Serde
-from streams.settings import Settings
-from streams.topics import client_config
 
 HAZARD_SHIPMENTS = 30
 FRAGILE = {Material.GLASS, Material.CERAMIC, Material.ELECTRONICS}
@@ -52,44 +48,6 @@ def run_test(product: Product, pack: PackType, rng: np.random.Generator) -> LabO
     unit_fails = 1.0 - (1.0 - product.damage_probability_of(pack)) ** HAZARD_SHIPMENTS
     failed = int((rng.random(samples) < unit_fails).sum())
     return LabOutcome(samples, samples - failed, (REASONS[product.material.value],) * failed)
-
-
-class RequestFollower:
-    """Reads the test-requests topic in the background: the requests open now, by request id (a lifecycle
-    record that closes one removes it)."""
-
-    def __init__(self, settings: Settings, serde: Serde, topic: str, group: str) -> None:
-        self.open: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self._consumer = Consumer(client_config(settings, **{"group.id": group, "auto.offset.reset": "earliest",
-                                                             "enable.auto.commit": False}))
-        self._consumer.subscribe([topic])
-        self._serde = serde
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="request-follower", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self._consumer.poll(0.2)
-            if message is None or message.error() or message.value() is None:
-                continue
-            request = self._serde.decode("test_request", message.value())
-            request_id = request.get("request_id") or request["event_id"]
-            with self._lock:
-                if request.get("status", "open") == "open":
-                    self.open[request_id] = request
-                else:
-                    self.open.pop(request_id, None)
-
-    def snapshot(self) -> list[dict]:
-        with self._lock:
-            return list(self.open.values())
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._consumer.close()
 
 
 @dataclass

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Producer
 from models.packtypes import PACK_TYPES, PackType
 from models.world import Product, World, WorldConfig, capture_record, catalog_record, event_uuid, ship
 from streams.errors import PackwiseError
-from streams.lab import RequestFollower, SimulatedLab
+from streams.lab import SimulatedLab
 from streams.processor import TopicNames
 from streams.serde import Serde
 from streams.settings import Settings
@@ -91,35 +91,71 @@ def choose_world(config: SimulationConfig) -> tuple[list[Product], list[str]]:
     return products, [products[i].product_id for i in sorted(chosen)]
 
 
-class DecisionFollower:
-    """Reads the decisions topic in the background: the package type the warehouse ships each product in."""
+class TopicFollower:
+    """Reads one topic from its start in the background and folds each message (`fold`, under a lock); the
+    simulator follows the decisions with one, its test lab the test requests."""
 
     def __init__(self, settings: Settings, serde: Serde, topic: str, group: str) -> None:
-        self.current: dict[str, PackType] = {}
+        self._lock = threading.Lock()
         self._consumer = Consumer(client_config(settings, **{"group.id": group, "auto.offset.reset": "earliest",
                                                              "enable.auto.commit": False}))
         self._consumer.subscribe([topic])
         self._serde = serde
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="decision-follower", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
+
+    def fold(self, key: str, value: bytes | None) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
             message = self._consumer.poll(0.2)
-            if message is None or message.error():
+            if message is None or message.error() or message.key() is None:
                 continue
-            product = message.key().decode()
-            if message.value() is None:
-                self.current.pop(product, None)
-            else:
-                decision = self._serde.decode("pack_type_decision", message.value())
-                self.current[product] = PackType(decision["package_type"])
+            with self._lock:
+                self.fold(message.key().decode(), message.value())
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self._consumer.close()
+
+
+class DecisionFollower(TopicFollower):
+    """The package type the warehouse ships each product in: its current decision."""
+
+    def __init__(self, *args) -> None:
+        self.current: dict[str, PackType] = {}
+        super().__init__(*args)
+
+    def fold(self, product: str, value: bytes | None) -> None:
+        if value is None:
+            self.current.pop(product, None)
+        else:
+            self.current[product] = PackType(self._serde.decode("pack_type_decision", value)["package_type"])
+
+
+class RequestFollower(TopicFollower):
+    """The test requests open now, by request id (a lifecycle record that closes one removes it)."""
+
+    def __init__(self, *args) -> None:
+        self.open: dict[str, dict] = {}
+        super().__init__(*args)
+
+    def fold(self, _product: str, value: bytes | None) -> None:
+        if value is None:
+            return
+        request = self._serde.decode("test_request", value)
+        request_id = request.get("request_id") or request["event_id"]
+        if request.get("status", "open") == "open":
+            self.open[request_id] = request
+        else:
+            self.open.pop(request_id, None)
+
+    def snapshot(self) -> list[dict]:
+        with self._lock:
+            return list(self.open.values())
 
 
 def produce_keyed(producer: Producer, topic: str, product_id: str | None, value: bytes,
