@@ -80,6 +80,9 @@ def test_replay_needs_the_consoles_own_header_so_no_other_site_can_post_it(store
         bad = await client.post("/dead-letters/replay", headers={"X-Packwise-Console": "1"},
                                 json={"dead_letters": ["no-coordinates"]})
         assert bad.status == 400 and "TOPIC/PARTITION/OFFSET" in (await bad.json())["error"]
+        too_many = await client.post("/dead-letters/replay", headers={"X-Packwise-Console": "1"},
+                                     json={"dead_letters": [f"shipments.dlq/0/{i}" for i in range(201)]})
+        assert too_many.status == 400 and "at most 200" in (await too_many.json())["error"]
 
     with_client(store, None, check)
 

@@ -38,6 +38,7 @@ STATIC = Path(__file__).parent / "static"
 COOKIE = "packwise_console"
 LIVE_CHECK_S = 1.0
 HEARTBEAT_S = 15.0
+REPLAY_MOST = 200  # dead letters one replay request may name (the page lists 200)
 CSRF_HEADER = "X-Packwise-Console"  # a custom header: a cross-site form cannot send it
 
 
@@ -244,6 +245,8 @@ def make_app(console: Console) -> web.Application:
         try:
             body = await request.json()
             targets = [Coordinates.parse(text) for text in body["dead_letters"]]
+            if len(targets) > REPLAY_MOST:  # each is a read from Kafka and a send: a request stays short
+                raise ValueError(f"at most {REPLAY_MOST} dead letters per replay, got {len(targets)}")
         except (ValueError, KeyError, TypeError, PackwiseError) as error:
             return web.json_response({"error": f"expected {{'dead_letters': ['TOPIC/PARTITION/OFFSET', ...]}}: "
                                                f"{error}"}, status=400)
