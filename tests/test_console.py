@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -254,6 +255,47 @@ def test_a_dead_letter_replayed_after_a_fix_reaches_the_worker_once(run: Run, pa
     page.click("table.dead tbody tr a")
     assert product in page.inner_text("pre")  # the original record, decoded
     shoot(page, "dead-letter")
+
+
+def test_a_live_refresh_in_flight_during_a_replay_keeps_its_result(run: Run, page) -> None:
+    """The worst instant for the page script: a live refresh is in flight while the operator picks and replays. The
+    refresh lands after the replay's answer; the answer must stay on the page (it was lost, and the test above timed
+    out in CI, when the refresh swapped the content under it). The refresh is held by the test to make the instant
+    certain; the replay's answer is the console's own wording, the replay itself is tested above."""
+    producer = Producer(producer_config(run.settings))
+    producer.produce(run.settings.topic_prefix + "shipments", key=b"garbage", value=b"not a shipment")
+    assert producer.flush(30) == 0
+    url = run.console.url + "/dead-letters"
+    replayable = re.compile(r'class="pick" value="[^"]*" aria-label="select">')
+    wait_for(lambda: replayable.search(urllib.request.urlopen(url, timeout=5).read().decode()), 60,
+             "a dead letter that can be replayed")
+    held: list = []
+
+    def hold_refreshes(route) -> None:
+        if route.request.is_navigation_request():
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(lambda u: u.split("?")[0].endswith("/dead-letters"), hold_refreshes)
+    # a version announced by the live stream: the page starts a refresh at once
+    page.route("**/events", lambda route: route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                                                        body="event: version\ndata: 999999999\n\n"))
+    page.route("**/dead-letters/replay", lambda route: route.fulfill(
+        status=200, content_type="application/json", body='{"message": "replayed 1 dead letter"}'))
+    page.goto(url)
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the page did not refresh on a new version"
+    page.locator("input.pick:not([disabled])").first.check()
+    page.click("#replay")
+    page.wait_for_function("document.getElementById('replay-result').textContent.includes('replayed 1')")
+    with page.expect_response(lambda r: r.url.split("?")[0].endswith("/dead-letters")):
+        held.pop(0).continue_()
+    page.wait_for_timeout(1000)  # the refresh's content swap, and any refresh it schedules
+    assert "replayed 1 dead letter" in page.inner_text("#replay-result")
 
 
 def _status(url: str, headers: dict[str, str] | None = None) -> int:
