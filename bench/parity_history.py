@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -288,21 +289,36 @@ def market_lines(work: Path, seeds: list[int], eval_world) -> list[str]:
 # -- the run -------------------------------------------------------------------------------------------------
 
 
+def suffix(args: argparse.Namespace) -> str:
+    """Of the history bundle and the results file of a run with --report-share."""
+    return "" if args.report_share is None else f"-share{args.report_share:g}"
+
+
 def one_seed(seed: int, args: argparse.Namespace, work: Path, eval_world) -> dict:
     folder = work / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "data"
-    with tempfile.TemporaryDirectory(prefix="parity-kafka-") as scratch:
-        landed = land_history(seed, args.products, args.shipments_per_product, data, Path(scratch))
     common = ["--seed", str(seed), "--epochs", str(args.epochs), "--device", args.device]
-    world_json, world_s = train(["--products", str(args.products), "--out", str(folder / "bundle-world"), *common])
+    earlier = json.loads((work / "parity.json").read_text()) if args.reuse else []
+    before = next((run for run in earlier if run["seed"] == seed), None)
+    if before is not None:  # the landed history and the world bundle of an earlier run in --work
+        landed, (world_json, world_s) = before["landing"], (before["train"]["world"], before["train"]["world"]["seconds"])
+        log(f"reusing the dataset and the world bundle of seed {seed} in {folder}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="parity-kafka-") as scratch:
+            landed = land_history(seed, args.products, args.shipments_per_product, data, Path(scratch))
+        world_json, world_s = train(["--products", str(args.products), "--out", str(folder / "bundle-world"), *common])
     log(f"world path trained in {world_s:.0f} s: certified {world_json['certified']}")
-    history_json, history_s = train(["--data", str(data), "--out", str(folder / "bundle-history"), *common])
+    history_bundle = folder / f"bundle-history{suffix(args)}"
+    if history_bundle.exists():
+        shutil.rmtree(history_bundle)
+    share = [] if args.report_share is None else ["--report-share", repr(args.report_share)]
+    history_json, history_s = train(["--data", str(data), "--out", str(history_bundle), *common, *share])
     log(f"history path trained in {history_s:.0f} s: certified {history_json['certified']} split "
         f"{history_json['split']}")
     started = time.perf_counter()
     world_scores = scores(folder / "bundle-world", eval_world)
-    history_scores = scores(folder / "bundle-history", eval_world)
+    history_scores = scores(history_bundle, eval_world)
     result = compare(world_scores, history_scores, eval_world.products, args.bootstrap, seed)
     log(f"evaluated and bootstrapped in {time.perf_counter() - started:.0f} s")
     return {"seed": seed, "landing": landed, "train": {"world": {"seconds": world_s, **world_json},
@@ -387,6 +403,12 @@ def main() -> None:
                              "earlier run left in --work")
     parser.add_argument("--markets-only", action="store_true",
                         help="only the per-marketplace table of the bundles an earlier run left in --work")
+    parser.add_argument("--report-share", type=float, default=None,
+                        help="train the history bundle with `--report-share` (the share of damages reported within "
+                             "the attribution window; the simulated world's is 0.7 x (1 - e^(-30/7)) = 0.69)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the landed dataset and the world bundle of the seeds in --work/parity.json, "
+                             "training only the history bundle again")
     parser.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS-parity.md")
     args = parser.parse_args()
     command = " ".join([".venv/bin/python", "bench/parity_history.py", *sys.argv[1:]])
@@ -423,7 +445,7 @@ def main() -> None:
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
         runs.append(one_seed(seed, args, work, eval_world))
-        (work / "parity.json").write_text(json.dumps(runs, indent=2, default=str))
+        (work / f"parity{suffix(args)}.json").write_text(json.dumps(runs, indent=2, default=str))
     window = None
     if args.data_window:
         window = data_window(runs[0]["seed"], args, work / f"seed{runs[0]['seed']}", eval_world)
@@ -441,6 +463,11 @@ def main() -> None:
                      f"{th['split']}")
         lines.append(f"seed {run['seed']}: trained in {tw['seconds']:.0f} s (world path, certified "
                      f"{tw['certified']}) and {th['seconds']:.0f} s (history path, certified {th['certified']})")
+    if args.report_share is not None:
+        lines.append(f"the history path certified on reported damage with --report-share {args.report_share:g} (each "
+                     f"target t tested on the reported rate at t x {args.report_share:g})"
+                     + ("; datasets and world bundles reused from an earlier run in the work folder" if args.reuse
+                        else ""))
     lines.append(f"evaluated on a fresh world (seed {args.eval_seed}, {args.eval_products:,} products), "
                  f"{args.bootstrap} paired bootstrap draws; whole run {total / 60:.1f} min; work folder {work}")
     lines.append("")

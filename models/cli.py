@@ -42,6 +42,16 @@ def _rates(text: str) -> tuple[float, ...]:
     return rates
 
 
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = float("nan")
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share: a number above 0 and at most 1")
+    return share
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a damage model on a synthetic world, or on your own history "
                                                    "(--data), and write a bundle")
@@ -65,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="train on your own history instead of a synthetic world: the labelled table that "
                             "`packwise dataset build --out DIR` wrote, split by product and by time "
                             "(models/history.py); --products is not used")
+    train.add_argument("--report-share", type=_share, default=None, metavar="SHARE",
+                       help="with --data: the share of damaged units your customers and returns center ever report "
+                            "(within the dataset's attribution window). The labels are reported damages, so each "
+                            "target is certified on the reported rate at target x SHARE, and the guarantee holds for "
+                            "the true rate when the share is right (default 1: every damage reported)")
     train.set_defaults(handler=_user_errors_as_sentences(_train))
 
     evaluate = subparsers.add_parser("evaluate", help="measure a bundle on fresh products, or on the later "
@@ -95,6 +110,9 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"device {args.device!r} is not available here; use --device auto or cpu.")
     if args.out.exists() and any(args.out.iterdir()):
         raise UserError(f"bundle directory {args.out} already exists and is not empty; choose a new --out.")
+    if args.data is None and args.report_share is not None:
+        raise UserError("--report-share applies to training on a history (--data): a synthetic world certifies on "
+                        "audit shipments, which see every damage.")
     if args.data is None and args.products < 500:
         raise UserError(f"--products {args.products} is too few to train and certify; use at least 500.")
     settings = getattr(args, "settings", None) or Settings.from_env()
@@ -102,18 +120,19 @@ def _train(args: argparse.Namespace) -> int:
     targets = tuple(sorted(set(args.targets or targets_of(marketplaces)) | ({args.target} if args.target else set())))
     started = time.perf_counter()
     config = TrainConfig(epochs=args.epochs, imbalance=Imbalance(args.imbalance), targets=targets,
-                         delta=args.delta, seed=args.seed, device=args.device)
+                         delta=args.delta, seed=args.seed, device=args.device,
+                         report_share=args.report_share if args.report_share is not None else 1.0)
     if args.data is not None:
         from models import history
 
         try:
-            data = history.load_history(args.data, args.seed, targets, args.delta)
+            data = history.load_history(args.data, args.seed, targets, args.delta, config.report_share)
         except history.HistoryError as error:
             raise UserError(str(error)) from None
         result = history.fit_history(data, NetworkConfig(modality=Modality(args.modality)), config)
 
         def shortfall(target: float, stricter: tuple[float, ...], markets: tuple[str, ...]) -> str:
-            return history.certification_shortfall(data, target, args.delta, stricter, markets)
+            return history.certification_shortfall(data, target, args.delta, stricter, markets, config.report_share)
     else:
         result = fit(prepare(WorldConfig(seed=args.seed, n_products=args.products)),
                      NetworkConfig(modality=Modality(args.modality)), config)

@@ -123,10 +123,10 @@ def split_of(product_id: str, seed: int) -> str:
     return name
 
 
-def calibration_needed(target: float, delta: float) -> tuple[int, int]:
+def calibration_needed(target: float, delta: float, report_share: float = 1.0) -> tuple[int, int]:
     """(calibration products, products shipping in the recent period) that certifying at `target` needs at the
-    very least: every calibration product certified and undamaged."""
-    needed = calibrate.zero_damage_products_needed(target, delta)
+    very least: every calibration product certified and undamaged (on the reported rate, at target × share)."""
+    needed = calibrate.zero_damage_products_needed(target * report_share, delta)
     return needed, math.ceil(needed / HISTORY_SPLITS["calibration"])
 
 
@@ -193,14 +193,16 @@ def _outcomes(con: "duckdb.DuckDBPyConnection") -> _Outcomes:
     return _Outcomes(order, damaged, shipments, first_damaged, first_observed, read)
 
 
-def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: float,
+def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: float, report_share: float = 1.0,
                  show_progress: bool = True) -> History:
     """The dataset in `folder` as a History; HistoryError when it is not a dataset or too small to certify at
-    the loosest of `targets`."""
+    the loosest of `targets` (on the reported rate, at target × `report_share`)."""
     folder = Path(folder)
     loosest = max(targets)
-    needed, products_needed = calibration_needed(loosest, delta)
-    short = (f"certifying at {loosest:.2%} (delta {delta:.0%}) needs at least {needed} calibration products "
+    needed, products_needed = calibration_needed(loosest, delta, report_share)
+    reported = f", {loosest * report_share:.3%} reported at a report share of {report_share:g}" \
+        if report_share < 1 else ""
+    short = (f"certifying at {loosest:.2%}{reported} (delta {delta:.0%}) needs at least {needed} calibration products "
              f"with a shipment in the recent period (the newest {RECENT_SHARE:.0%} of the shipments), so at least "
              f"{products_needed:,} products shipping in it and {round(products_needed / RECENT_SHARE):,} shipments "
              "in all")
@@ -220,7 +222,7 @@ def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: flo
         found = {name: (n, first, last) for name, n, first, last in counts}
         n_cal, n_train = found.get("calibration", (0,))[0], found.get("train", (0,))[0]
         if n_cal < needed or not n_train or "temperature" not in found:
-            lowest = math.ceil(calibrate.lowest_certifiable_target(n_cal, delta) * 1e4) / 1e4
+            lowest = math.ceil(calibrate.lowest_certifiable_target(n_cal, delta) / report_share * 1e4) / 1e4
             raise HistoryError(
                 f"the table of {folder} is too small to certify: {rows:,} shipments of {products:,} products, "
                 f"{n_cal:,} calibration products with a shipment since {_iso(cutoff)} and {n_train:,} training "
@@ -306,9 +308,9 @@ def fit_history(history: History, net_config: NetworkConfig, config: TrainConfig
                                                   history.shipments[temp], ridge=TEMPERATURE_RIDGE)
     probs = {name: calibrate.calibrated(z, temperature, bias) for name, z in logits.items()}
     cal = history.splits["calibration"]
-    certifications = calibrate.certify_targets(probs["calibration"], history.first_damaged[cal], probs["temperature"],
-                                               history.damaged[temp], history.shipments[temp], config.targets,
-                                               config.delta, observed=history.first_observed[cal])
+    certifications = certify_reported(probs["calibration"], history.first_damaged[cal], probs["temperature"],
+                                      history.damaged[temp], history.shipments[temp], config.targets, config.delta,
+                                      history.first_observed[cal], config.report_share)
     test = history.splits["test"]
     loosest = max(certifications)
     metrics = evaluate.observed_metrics(probs["test"], np.asarray([c.threshold for c in certifications[loosest]]),
@@ -317,19 +319,31 @@ def fit_history(history: History, net_config: NetworkConfig, config: TrainConfig
                      None, history.fingerprint, train_seconds, len(cal), dataset=history.describe())
 
 
+def certify_reported(scores: np.ndarray, first_damaged: np.ndarray, grid_scores: np.ndarray,
+                     grid_damaged: np.ndarray, grid_shipments: np.ndarray, targets: tuple[float, ...], delta: float,
+                     observed: np.ndarray, report_share: float) -> dict[float, list[calibrate.Certification]]:
+    """Certification per target on reported damage: a share s of damaged units is reported, so the reported rate
+    is s times the true one, and a true rate within t is certified as a reported rate within t × s (the test,
+    its bound and the grid all read reported damage). Keyed by the true targets."""
+    on_reported = {target: target * report_share for target in targets}
+    certified = calibrate.certify_targets(scores, first_damaged, grid_scores, grid_damaged, grid_shipments,
+                                          tuple(on_reported.values()), delta, observed=observed)
+    return {target: certified[on_reported[target]] for target in sorted(targets)}
+
+
 def certification_shortfall(history: History, target: float, delta: float, stricter: tuple[float, ...] = (),
-                            markets: tuple[str, ...] = ()) -> str:
+                            markets: tuple[str, ...] = (), report_share: float = 1.0) -> str:
     """The warning for a run on a history that certified no package type at `target` (nor at `stricter`): what
     the test needs, what this table gave, and the least that could change it."""
-    needed, products_needed = calibration_needed(target, delta)
+    needed, products_needed = calibration_needed(target, delta, report_share)
     n_cal = len(history.splits["calibration"])
     lines = [uncertified_warning(target, delta, stricter, markets),
              f"  The certification test passes only with at least {needed} certified calibration products with no "
-             f"damage among them ((1 - target)^n <= delta); this table gave {n_cal:,} calibration products (with a "
-             f"shipment since {_iso(history.cutoff)}, the newest {RECENT_SHARE:.0%} of its {history.rows:,} "
-             "shipments), and a product counts for a package type only if it shipped in it then."]
+             "damage among them ((1 - target x report share)^n <= delta, report share "
+             f"{report_share:g}); this table gave {n_cal:,} calibration products (with a shipment since "
+             f"{_iso(history.cutoff)}, the newest {RECENT_SHARE:.0%} of its {history.rows:,} shipments), and a product counts for a package type only if it shipped in it then."]
     if n_cal < needed:
-        lowest = math.ceil(calibrate.lowest_certifiable_target(n_cal, delta) * 1e4) / 1e4
+        lowest = math.ceil(calibrate.lowest_certifiable_target(n_cal, delta) / report_share * 1e4) / 1e4
         lines.append(f"  It needs at least {products_needed:,} products shipping in the recent period (in practice "
                      "several times more), or --targets "
                      f"{lowest} or more (the lowest target {n_cal:,} damage-free calibration products can reach).")
@@ -394,6 +408,7 @@ def evaluation(folder: Path, bundle: "Bundle", marketplaces: Mapping[str, "Marke
                            "per_type": evaluate.observed_metrics(probs[mine], thresholds[mine], outcomes.damaged[mine],
                                                                  outcomes.shipments[mine], bundle.delta)["per_type"]}
     return {"bundle": bundle.version, "dataset": card["fingerprint"], "delta": bundle.delta,
+            "report_share": float(bundle.config["train"].get("report_share", 1.0)),
             "window": {"rule": rule, "first_shipped_at": _iso(first), "last_shipped_at": _iso(last),
                        "shipments": int(shipments), "products": len(outcomes.product_ids)},
             "metrics": evaluate.observed_metrics(probs, thresholds, outcomes.damaged, outcomes.shipments,
@@ -407,6 +422,9 @@ def evaluation_markdown(result: dict[str, Any], command: str) -> str:
 
     confidence = f"{1 - result['delta']:.0%}"
     window = result["window"]
+    share = result.get("report_share", 1.0)
+    reported = ("" if share == 1 else f" The bundle was certified on a report share of {share:g}: a reported rate "
+                f"within target × {share:g} is a true rate within target.")
     lines = [f"# Evaluation of {result['bundle']} on dataset {result['dataset']}", "", "Regenerate with:", "",
              f"```\n{command}\n```", "",
              f"Window: {window['rule']}: {window['shipments']:,} shipments of {window['products']:,} products, from "
@@ -425,7 +443,8 @@ def evaluation_markdown(result: dict[str, Any], command: str) -> str:
                      f"{rate(m['certified_damaged'], m['certified_shipments'])} | {bound} |")
     lines += ["", "## Certification per marketplace", "",
               "The observed damage rate of the certified products' shipments against the marketplace's target "
-              f"(within target: the observed rate; the {confidence} upper bound says how far it may lie above).", "",
+              f"(within target: the observed rate; the {confidence} upper bound says how far it may lie above)."
+              + reported, "",
               "| marketplace | target | thresholds made for | products | type | certified | their shipments | "
               f"damaged | observed rate | {confidence} upper bound | within target |", "|" + "---|" * 11]
     for code, m in result["by_marketplace"].items():
@@ -433,7 +452,7 @@ def evaluation_markdown(result: dict[str, Any], command: str) -> str:
         for pack, c in m["per_type"].items():
             n, k = c["certified_shipments"], c["certified_damaged"]
             bound = "-" if c["certified_upper_bound"] is None else f"{c['certified_upper_bound']:.3%}"
-            within = "-" if not n else ("yes" if k / n <= m["target"] else "**no**")
+            within = "-" if not n else ("yes" if k / n <= m["target"] * share else "**no**")
             lines.append(f"| {code} | {m['target']:.2%} | {made_for} | {m['products']:,} | {pack} | "
                          f"{c['certified_products']:,} | {n:,} | {k:,} | {rate(k, n)} | {bound} | {within} |")
     return "\n".join(lines) + "\n"

@@ -40,6 +40,10 @@ class TrainConfig:
     modality_dropout: float = 0.15  # drop text or images per example, so one-sided inputs score well
     targets: tuple[float, ...] = (0.005,)  # damage rates allowed among certified products: one certification each
     delta: float = 0.05  # allowed probability that the certified rate exceeds the target
+    # Training on a history (--data): the share of damaged units that are ever reported within the attribution
+    # window. Its labels are reported damages, so a target t on the true rate is certified as t × report_share on
+    # the reported one (models/history.py). 1.0 trusts every damage to be reported; audits see every damage.
+    report_share: float = 1.0
     seed: int = 0
     device: str = "auto"
 

@@ -141,3 +141,28 @@ def test_certifying_from_a_history_counts_only_the_products_that_shipped_in_the_
     unmasked = certify_targets(scores[:, None], placeholders[:, None], grid_scores[:, None],
                                grid_damaged[:, None], shipments[:, None], (0.01,), 0.05)[0.01]
     assert unmasked[0].threshold == -1.0  # without the mask the placeholders would count
+
+
+def test_certifying_on_reported_damage_keeps_the_guarantee_on_the_true_rate_given_the_report_share() -> None:
+    """A history's labels are reported damages, a share of the true ones. Certified on them as if complete, the
+    true damage rate among certified products exceeds the target far more often than delta; certified at target ×
+    share (models/history.py certify_reported), it keeps the guarantee."""
+    from models.history import certify_reported
+
+    delta, share = 0.05, 0.5
+    thin = np.random.default_rng(11)
+
+    def on_reported(correct: bool):
+        def rule(s, d, g, r, target):
+            reported, grid_reported = thin.binomial(d, share), thin.binomial(r, share)
+            shipments = np.full((len(g), 1), 10)
+            return certify_reported(s[:, None], reported[:, None], g[:, None], grid_reported[:, None], shipments,
+                                    (target,), delta, np.ones((len(s), 1), dtype=bool),
+                                    share if correct else 1.0)[target][0].threshold
+        return rule
+
+    naive, _ = _violation_rate(on_reported(correct=False))
+    assert naive > 0.2
+    rate, covered = _violation_rate(on_reported(correct=True))
+    assert covered > 0.3
+    assert rate <= delta + 3 * math.sqrt(delta * (1 - delta) / 200)

@@ -48,7 +48,7 @@ def earlier(events: dict[str, list[dict]], tmp_path_factory: pytest.TempPathFact
 def bundle(earlier: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "from-history"
     assert cli.main(["train", "--data", str(earlier), "--out", str(out), "--epochs", "1", "--seed", "2",
-                     "--targets", TARGETS]) == 0
+                     "--targets", TARGETS, "--report-share", "0.9"]) == 0
     return out
 
 
@@ -70,6 +70,7 @@ def test_the_bundle_records_the_dataset_fingerprint_and_card(bundle: Path, earli
     config = json.loads((bundle / "config.json").read_text())
     assert manifest["data_fingerprint"] == card["fingerprint"] and manifest["version"].endswith(card["fingerprint"][:8])
     assert "world" not in config and config["dataset"]["card"] == card and config["image_size"] == 48
+    assert config["train"]["report_share"] == 0.9  # certified on reported damage at target x 0.9
     split = config["dataset"]["split"]
     assert split["products"]["calibration"] > 0 and split["periods"]["train"][1] < split["cutoff"]
     metrics = json.loads((bundle / "metrics.json").read_text())["test_metrics"]
@@ -107,6 +108,16 @@ def test_train_refuses_a_folder_that_is_not_a_dataset_or_too_small(
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "too small to certify" in error
     assert "needs at least 59 calibration products" in error and not (tmp_path / "b").exists()
+    # fewer damages reported, a stricter test on them: 0.05 x 0.5 needs 119 damage-free products
+    assert cli.main(["train", "--data", str(small), "--out", str(tmp_path / "b"), "--targets", "0.05",
+                     "--report-share", "0.5"]) == 2
+    assert "needs at least 119 calibration products" in capsys.readouterr().err
+    # a synthetic world certifies on audits, which see every damage
+    assert cli.main(["train", "--products", "600", "--out", str(tmp_path / "b"), "--report-share", "0.7"]) == 2
+    assert "--report-share applies to training on a history" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["train", "--data", str(small), "--out", str(tmp_path / "b"), "--report-share", "0"])
+    assert refused.value.code == 2 and "0 is not a share" in capsys.readouterr().err
 
 
 def test_evaluate_on_the_shipments_after_the_training_data(bundle: Path, dataset: Path, earlier: Path,
