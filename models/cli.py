@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(within the dataset's attribution window). The labels are reported damages, so each "
                             "target is certified on the reported rate at target x SHARE, and the guarantee holds for "
                             "the true rate when the share is right (default 1: every damage reported)")
+    train.add_argument("--calibrate-on", choices=["unselected", "all"], default="unselected",
+                       help="with --data: whose outcomes certify. unselected (default): only shipments whose package "
+                            "type the model's score did not pick (shipped before packwise decided the product, "
+                            "audits, provisional decisions); all: every shipment, whatever chose its type (the "
+                            "guarantee then covers only what those choices let through)")
     train.set_defaults(handler=_user_errors_as_sentences(_train))
 
     evaluate = subparsers.add_parser("evaluate", help="measure a bundle on fresh products, or on the later "
@@ -126,7 +131,8 @@ def _train(args: argparse.Namespace) -> int:
         from models import history
 
         try:
-            data = history.load_history(args.data, args.seed, targets, args.delta, config.report_share)
+            data = history.load_history(args.data, args.seed, targets, args.delta, config.report_share,
+                                        args.calibrate_on)
         except history.HistoryError as error:
             raise UserError(str(error)) from None
         result = history.fit_history(data, NetworkConfig(modality=Modality(args.modality)), config)

@@ -6,7 +6,10 @@ One row per shipment (each event id once), with
   capture's views are read from landed/tunnel-captures: the images stay out of a table with a row per unit);
 - the label: damage reports for that shipment, by shipment id, else by product and package type (the latest
   shipment of that product in that type at or before the report), reported within the attribution window of
-  the ship time. Whatever order the events arrived in, the join sees them all.
+  the ship time. Whatever order the events arrived in, the join sees them all;
+- how its package type was chosen (`choice`, and the decision in force: the product's latest decision in the
+  type shipped, decided at or before `shipped_at`): `before_packwise`, `off_decision`, or that decision's
+  `chosen_by` (UNSELECTED below lists the choices the model's score did not pick).
 
 One row per physical test result (each event id once), with the same point-in-time joins as of `tested_at`
 (the catalog record and the latest capture at or before it) and `passed`: every sample tested came through
@@ -51,7 +54,14 @@ CARD_MD = "CARD.md"
 DEFAULT_WINDOW_DAYS = 30.0
 # The contracts' event time, per landed topic
 EVENT_TIME = {"catalog-updates": "updated_at", "tunnel-captures": "captured_at", "shipments": "shipped_at",
-              "damage-reports": "reported_at", "test-results": "tested_at"}
+              "damage-reports": "reported_at", "test-results": "tested_at", "pack-type-decisions": "decided_at"}
+# How a shipment's package type was chosen (the `choice` column): `before_packwise` when the product had no decision
+# yet (a legacy policy chose), `off_decision` when it had decisions but none in the type it shipped in (someone
+# else chose), else the `chosen_by` of the decision in force in that type. The outcomes of the UNSELECTED choices
+# were not picked by the model's score: only they may certify (models/REPORT.md, "Honest evidence").
+UNSELECTED = ("before_packwise", "audit", "provisional")
+DECISION_COLUMNS = ("event_id", "product_id", "package_type", "status", "chosen_by", "audit_propensity",
+                    "model_version", "decided_at", "kafka_timestamp", "kafka_partition", "kafka_offset")
 CATALOG_COLUMNS = ("locale", "title", "description", "bullet_points", "category", "price", "currency",
                    "item_length_mm", "item_width_mm", "item_height_mm", "item_weight_g")
 CAPTURE_COLUMNS = ("measured_length_mm", "measured_width_mm", "measured_height_mm", "measured_weight_g")
@@ -127,6 +137,8 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, test_results_out: Path, co
         if base == "tunnel-captures":  # the views stay in the landed files (read by capture_event_id)
             columns = ", ".join(("event_id", "product_id", "captured_at", "kafka_timestamp", "kafka_partition",
                                  "kafka_offset") + CAPTURE_COLUMNS)
+        elif base == "pack-type-decisions":  # how the type was chosen, not the evidence behind it
+            columns = ", ".join(DECISION_COLUMNS)
         read[base], duplicates[base] = _dedup(con, base, columns)
 
     as_of = config.as_of
@@ -144,6 +156,8 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, test_results_out: Path, co
                 "(PARTITION BY product_id, updated_at ORDER BY kafka_timestamp DESC, kafka_offset DESC) = 1")
     con.execute("CREATE TEMP TABLE captures AS SELECT * FROM tunnel_captures QUALIFY row_number() OVER "
                 "(PARTITION BY product_id, captured_at ORDER BY kafka_timestamp DESC, kafka_offset DESC) = 1")
+    con.execute("CREATE TEMP TABLE decisions AS SELECT * FROM pack_type_decisions QUALIFY row_number() OVER "
+                "(PARTITION BY product_id, decided_at ORDER BY kafka_timestamp DESC, kafka_offset DESC) = 1")
     # Labels: a report names its shipment, or is attributed to the product's latest shipment in that package
     # type at or before it; either way it counts only within the window of the ship time (so a row that is
     # mature keeps its label for good).
@@ -178,10 +192,17 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, test_results_out: Path, co
                c.event_id AS catalog_event_id, c.updated_at AS catalog_updated_at, {catalog},
                k.event_id AS capture_event_id, k.captured_at, {capture},
                coalesce(l.damage_reports, 0) AS damage_reports, coalesce(l.damage_reports, 0) > 0 AS damaged,
-               l.first_reported_at
+               l.first_reported_at,
+               CASE WHEN a.event_id IS NULL THEN 'before_packwise' WHEN d.event_id IS NULL THEN 'off_decision'
+                    ELSE d.chosen_by END AS choice,
+               d.event_id AS decision_event_id, d.decided_at, d.status AS decision_status, d.chosen_by,
+               d.audit_propensity, d.model_version AS decision_model_version
         FROM shipments s
         ASOF LEFT JOIN catalog c ON s.product_id = c.product_id AND c.updated_at <= s.shipped_at
         ASOF LEFT JOIN captures k ON s.product_id = k.product_id AND k.captured_at <= s.shipped_at
+        ASOF LEFT JOIN decisions d
+          ON s.product_id = d.product_id AND s.package_type = d.package_type AND d.decided_at <= s.shipped_at
+        ASOF LEFT JOIN decisions a ON s.product_id = a.product_id AND a.decided_at <= s.shipped_at
         LEFT JOIN labels l ON l.shipment_event_id = s.event_id
         WHERE s.shipped_at <= $mature_before
     """, {"mature_before": params["mature_before"]})
@@ -234,7 +255,7 @@ def _build(con: duckdb.DuckDBPyConnection, out: Path, test_results_out: Path, co
     return {
         "rows": rows, "positives": positives,
         "positives_by": {"package_type": grouped("package_type"), "marketplace": grouped("marketplace"),
-                         "language": grouped("locale")},
+                         "language": grouped("locale"), "choice": grouped("choice")},
         "time_range": {"first_shipped_at": iso(first), "last_shipped_at": iso(last)},
         "as_of": iso(as_of), "window_days": window_s / 86400, "mature_before": iso(params["mature_before"]),
         "held_back_immature": immature,
@@ -263,7 +284,7 @@ def card(stats: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
         {"offsets": manifest["offsets"], "as_of": stats["as_of"], "window_days": stats["window_days"]},
         sort_keys=True).encode()).hexdigest()[:16]
     return {**stats, "dead_letters_skipped": dead, "dead_letter_reasons": manifest.get("dead_letters", {}),
-            "catalog_tombstones": manifest.get("tombstones", 0),
+            "tombstones": manifest.get("tombstones", 0),
             "lost_to_retention": manifest.get("lost_to_retention", {}),
             "topic_prefix": manifest["topic_prefix"], "offsets": manifest["offsets"], "fingerprint": fingerprint,
             "table": TABLE.as_posix(), "test_results_table": TEST_RESULTS_TABLE.as_posix()}
@@ -295,9 +316,13 @@ def card_markdown(data: dict[str, Any]) -> str:
              f"{tests['rows_without_catalog']:,} without a catalog record as of test time, "
              f"{tests['rows_without_capture']:,} without a capture)", ""]
     for title, key in (("package type", "package_type"), ("marketplace", "marketplace"),
-                       ("language (catalog locale)", "language")):
+                       ("language (catalog locale)", "language"), ("choice of package type", "choice")):
+        if key not in data["positives_by"]:  # a card written before the choice was joined
+            continue
         lines += [f"## Positives per {title}", "", f"| {title} | damaged / rows |", "|---|---|"]
         lines += [f"| {name} | {rate(entry)} |" for name, entry in data["positives_by"][key].items()] + [""]
+    if "choice" in data["positives_by"]:
+        lines += [f"Choices that may certify (not picked by the model's score): {', '.join(UNSELECTED)}.", ""]
     for title, key in (("package type", "package_type"), ("marketplace", "marketplace")):
         lines += [f"## Test results per {title}", "", f"| {title} | passed | failed | rows |", "|---|---|---|---|"]
         lines += [f"| {name} | {entry['passed']:,} | {entry['failed']:,} | {entry['rows']:,} |"
@@ -385,7 +410,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     landed = ", ".join(f"{base} {n:,}" for base, n in sorted(report.landed.items())) or "nothing new"
     skipped = sum(report.dead_letters.values())
     print(f"landed {landed} in {report.seconds:.1f} s ({report.files} files); skipped {skipped:,} dead-lettered "
-          f"events, {report.tombstones:,} catalog tombstones" +
+          f"events, {report.tombstones:,} tombstones (catalog records, decisions)" +
           (f"; {sum(report.lost_to_retention.values()):,} events expired before landing" if report.lost_to_retention
            else ""))
     if args.no_table:

@@ -14,9 +14,10 @@ The split, by product and by time, reproducible from the table and the seed:
   cutoff only, read as of the first of them, so every outcome they are judged on comes at or after what the
   model read, as in production (a product is scored, then ships); their older shipments are not used;
 - the temperature fit takes all recent shipments of its products (damages out of shipments, per type); the
-  certification test takes, per calibration product and package type, its first recent shipment in that type,
-  damaged or not (one outcome per product, which makes the damage count among certified products binomial);
-  the test slice measures the metrics card.
+  certification test takes, per calibration product and package type, its first recent shipment in that type
+  whose type the model's score did not pick (the row's `choice` is before_packwise, audit or provisional:
+  models/dataset.py; `calibrate_on="all"` takes any), damaged or not (one outcome per product, which makes the
+  damage count among certified products binomial); the test slice measures the metrics card.
 
 A product with no shipment in its split's period has nothing to learn from or be judged on, and is left out.
 
@@ -24,9 +25,10 @@ A product with no shipment in its split's period has nothing to learn from or be
 after the last one the bundle was trained on, of products that were not its training products, with the damages
 observed (reported) in them.
 
-What the table cannot tell: how each package type was chosen. The certification holds for the products as they
-shipped; where a model's own certification chose the lighter types, the calibration products that shipped in
-them are the ones it chose (DESIGN.md invariant 7), and the damage label is a *reported* damage.
+Why only unselected rows certify (DESIGN.md invariant 7, models/REPORT.md "Honest evidence"): where the model's
+own certification chose a lighter type, the products that shipped in it are those it already found safe, and
+their outcomes would re-certify its blind spots. The damage label is a *reported* damage: `report_share` (TrainConfig)
+turns the target on the true rate into one on the reported rate.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import pyarrow as pa
 import torch
 
 from models import calibrate, evaluate, features
-from models.dataset import CARD_JSON, TABLE
+from models.dataset import CARD_JSON, TABLE, UNSELECTED
 from models.network import NetworkConfig
 from models.packtypes import PACK_TYPES
 from models.tokenizer import Tokenizer, catalog_document, train_tokenizer
@@ -91,6 +93,8 @@ class History:
     cutoff: datetime
     periods: dict[str, tuple[datetime, datetime]]  # per split, the first and last ship time it uses
     rows: int
+    calibrate_on: str = "unselected"  # which rows' outcomes may certify (CALIBRATE_ON)
+    excluded: dict[str, int] = dataclasses.field(default_factory=dict)  # calibration rows left out, by choice
 
     @property
     def fingerprint(self) -> str:
@@ -105,7 +109,11 @@ class History:
                           "shares": HISTORY_SPLITS, "recent_share": RECENT_SHARE, "cutoff": _iso(self.cutoff),
                           "products": {name: len(idx) for name, idx in self.splits.items()},
                           "shipments": {name: int(self.shipments[idx].sum()) for name, idx in self.splits.items()},
-                          "periods": {name: [_iso(a), _iso(b)] for name, (a, b) in self.periods.items()}}}
+                          "periods": {name: [_iso(a), _iso(b)] for name, (a, b) in self.periods.items()}},
+                "certified_on": {"rows": self.calibrate_on, "choices": list(UNSELECTED) if self.calibrate_on ==
+                                 "unselected" else "all", "calibration_rows_left_out": self.excluded,
+                                 "calibration_outcomes": {p.value: int(n) for p, n in zip(
+                                     PACK_TYPES, self.first_observed[self.splits["calibration"]].sum(0))}}}
 
 
 def _iso(value: datetime) -> str:
@@ -166,10 +174,10 @@ class _Outcomes:
     read: list[dict]  # per product, the table row it is read as of
 
 
-def _outcomes(con: "duckdb.DuckDBPyConnection") -> _Outcomes:
+def _outcomes(con: "duckdb.DuckDBPyConnection", certifying: str = "TRUE") -> _Outcomes:
     """Per product of the temporary table `used` (the rows of each product's period, with its `split`): damages
-    and shipments per type, the first shipment per type, and the row it is read as of: the latest (train) or
-    the first (held out, evaluated) of its period."""
+    and shipments per type, the first shipment per type among the rows `certifying` (an SQL condition) admits,
+    and the row it is read as of: the latest (train) or the first (held out, evaluated) of its period."""
     order = [r[0] for r in con.execute("SELECT DISTINCT product_id FROM used ORDER BY 1").fetchall()]
     index = {p: i for i, p in enumerate(order)}
     types = {p.value: t for t, p in enumerate(PACK_TYPES)}
@@ -180,8 +188,8 @@ def _outcomes(con: "duckdb.DuckDBPyConnection") -> _Outcomes:
         shipments[index[product], types[pack]], damaged[index[product], types[pack]] = shipped, hurt
     first_damaged, first_observed = np.zeros_like(damaged), np.zeros_like(damaged, dtype=bool)
     for product, pack, hurt in con.execute(
-            "SELECT product_id, package_type, damaged FROM used QUALIFY row_number() OVER (PARTITION BY "
-            "product_id, package_type ORDER BY shipped_at, shipment_event_id) = 1").fetchall():
+            f"SELECT product_id, package_type, damaged FROM used WHERE {certifying} QUALIFY row_number() OVER "
+            "(PARTITION BY product_id, package_type ORDER BY shipped_at, shipment_event_id) = 1").fetchall():
         first_damaged[index[product], types[pack]], first_observed[index[product], types[pack]] = hurt, True
     read = _records(con, f"""
         SELECT product_id, marketplace, catalog_event_id, {', '.join(CATALOG_FIELDS)}, capture_event_id,
@@ -194,7 +202,7 @@ def _outcomes(con: "duckdb.DuckDBPyConnection") -> _Outcomes:
 
 
 def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: float, report_share: float = 1.0,
-                 show_progress: bool = True) -> History:
+                 calibrate_on: str = "unselected", show_progress: bool = True) -> History:
     """The dataset in `folder` as a History; HistoryError when it is not a dataset or too small to certify at
     the loosest of `targets` (on the reported rate, at target × `report_share`)."""
     folder = Path(folder)
@@ -208,6 +216,7 @@ def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: flo
              "in all")
     con, card = _open(folder)
     try:
+        certifying = _certifying(con, folder, calibrate_on)
         rows, products = con.execute("SELECT count(*), count(DISTINCT product_id) FROM t").fetchone()
         if rows == 0:
             raise HistoryError(f"the table of {folder} has no mature shipments: {short}.")
@@ -228,7 +237,9 @@ def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: flo
                 f"{n_cal:,} calibration products with a shipment since {_iso(cutoff)} and {n_train:,} training "
                 f"products with one before; {short} (or --targets {lowest} or looser, the lowest {n_cal:,} can "
                 "reach).")
-        outcomes = _outcomes(con)
+        outcomes = _outcomes(con, certifying)
+        excluded = dict(con.execute(f"SELECT coalesce(choice, 'unknown'), count(*) FROM used WHERE split = "
+                                    f"'calibration' AND NOT ({certifying}) GROUP BY 1").fetchall())
     finally:
         con.close()
     splits = {name: np.asarray([i for i, p in enumerate(outcomes.product_ids) if assigned[p] == name],
@@ -242,7 +253,26 @@ def load_history(folder: Path, seed: int, targets: tuple[float, ...], delta: flo
     f = _features(folder, tokenizer, outcomes.read, catalogs, show_progress)
     return History(folder, card, tokenizer, outcomes.product_ids, f, outcomes.damaged, outcomes.shipments,
                    outcomes.first_damaged, outcomes.first_observed, splits, cutoff,
-                   {name: (first, last) for name, (_, first, last) in found.items()}, rows)
+                   {name: (first, last) for name, (_, first, last) in found.items()}, rows,
+                   calibrate_on, {k: int(v) for k, v in sorted(excluded.items())})
+
+
+CALIBRATE_ON = ("unselected", "all")
+
+
+def _certifying(con: "duckdb.DuckDBPyConnection", folder: Path, calibrate_on: str) -> str:
+    """The SQL condition on a table row for its outcome to certify: by default, a package type the model's score
+    did not pick (models/dataset.py UNSELECTED); with "all", any row."""
+    if calibrate_on == "all":
+        return "TRUE"
+    if calibrate_on != "unselected":
+        raise HistoryError(f"calibrate on {calibrate_on!r}? one of {', '.join(CALIBRATE_ON)}")
+    columns = {row[0] for row in con.execute("DESCRIBE t").fetchall()}
+    if "choice" not in columns:
+        raise HistoryError(f"the table of {folder} was built before datasets recorded how each package type was "
+                           f"chosen: build it again (`packwise dataset build --out {folder}`), or certify on every "
+                           "shipment whatever chose its type with --calibrate-on all.")
+    return "choice IN (" + ", ".join(f"'{choice}'" for choice in UNSELECTED) + ")"
 
 
 def _records(con: "duckdb.DuckDBPyConnection", query: str) -> list[dict]:
@@ -341,7 +371,9 @@ def certification_shortfall(history: History, target: float, delta: float, stric
              f"  The certification test passes only with at least {needed} certified calibration products with no "
              "damage among them ((1 - target x report share)^n <= delta, report share "
              f"{report_share:g}); this table gave {n_cal:,} calibration products (with a shipment since "
-             f"{_iso(history.cutoff)}, the newest {RECENT_SHARE:.0%} of its {history.rows:,} shipments), and a product counts for a package type only if it shipped in it then."]
+             f"{_iso(history.cutoff)}, the newest {RECENT_SHARE:.0%} of its {history.rows:,} shipments), and a "
+             "product counts for a package type only if it shipped in it then"
+             + (", in a type the model's score did not pick." if history.calibrate_on == "unselected" else ".")]
     if n_cal < needed:
         lowest = math.ceil(calibrate.lowest_certifiable_target(n_cal, delta) / report_share * 1e4) / 1e4
         lines.append(f"  It needs at least {products_needed:,} products shipping in the recent period (in practice "

@@ -1,4 +1,5 @@
 """Land the input topics as Parquet, incrementally and idempotently: the raw material of `packwise dataset build`.
+The workers' decisions are landed beside them: they say how each shipment's package type was chosen.
 
 Layout under the dataset folder (Hive-style, so DuckDB, Spark and Trino read it as tables partitioned by date):
 
@@ -51,7 +52,12 @@ from streams.validation import EVENT_TIME_FIELDS, EventTimes
 # Input topics (base names, streams/topics.py) and the contract each carries, in landing order
 # (a dataset landed before a topic was added here has no offsets for it: the next run lands it from the start)
 LANDED = {"catalog-updates": "catalog_update", "tunnel-captures": "tunnel_capture", "shipments": "shipment",
-          "damage-reports": "damage_report", "test-results": "test_result"}
+          "damage-reports": "damage_report", "test-results": "test_result",
+          # the workers' own decisions: how each shipment's package type was chosen (models/dataset.py). The topic
+          # is compacted, so a product's older decisions survive only in what was landed before compaction
+          "pack-type-decisions": "pack_type_decision"}
+TIME_FIELDS = {**EVENT_TIME_FIELDS, "pack_type_decision": "decided_at"}  # what a landed file's date is of
+COMPACTED = {"catalog-updates", "pack-type-decisions"}  # a null value is a tombstone, not a dead letter
 MANIFEST = "manifest.json"
 LANDED_DIR = "landed"
 MANIFEST_VERSION = 1
@@ -67,27 +73,35 @@ CONSUME_BATCH = 10_000
 WRITES_QUEUED = 2  # tables built and waiting for the writer thread, at most
 
 
-def arrow_type(avro: Any) -> pa.DataType:
+def arrow_type(avro: Any, named: dict[str, pa.DataType] | None = None) -> pa.DataType:
     """The Arrow type of an Avro type, as the contracts use them (derived, so the Parquet columns follow the
-    contracts as they evolve). Enums are strings: Spark and Trino read them without a dictionary."""
+    contracts as they evolve). Enums are strings: Spark and Trino read them without a dictionary. `named` holds
+    the named types met so far, for a later reference to one by its name."""
+    named = {} if named is None else named
     if isinstance(avro, list):  # a union: ["null", T] is a nullable T
         others = [t for t in avro if t != "null"]
         if len(others) != 1:
             raise PackwiseError(f"cannot land the Avro union {avro}: only [null, T] unions are supported")
-        return arrow_type(others[0])
+        return arrow_type(others[0], named)
     if isinstance(avro, dict):
         kind = avro["type"]
         if avro.get("logicalType") == "timestamp-millis":
             return pa.timestamp("ms", tz="UTC")
         if kind == "enum":
-            return pa.string()
-        if kind == "array":
-            return pa.list_(arrow_type(avro["items"]))
-        if kind == "record":
-            return pa.struct([pa.field(f["name"], arrow_type(f["type"])) for f in avro["fields"]])
-        return arrow_type(kind)
+            result = pa.string()
+        elif kind == "array":
+            return pa.list_(arrow_type(avro["items"], named))
+        elif kind == "record":
+            result = pa.struct([pa.field(f["name"], arrow_type(f["type"], named)) for f in avro["fields"]])
+        else:
+            return arrow_type(kind, named)
+        name = avro.get("name", "")
+        named[name] = named[f"{avro.get('namespace')}.{name}"] = result
+        return result
     primitive = {"string": pa.string(), "bytes": pa.binary(), "float": pa.float32(), "double": pa.float64(),
                  "int": pa.int32(), "long": pa.int64(), "boolean": pa.bool_()}
+    if avro in named:
+        return named[avro]
     if avro not in primitive:
         raise PackwiseError(f"cannot land the Avro type {avro!r}")
     return primitive[avro]
@@ -95,7 +109,8 @@ def arrow_type(avro: Any) -> pa.DataType:
 
 def arrow_schema(serde: Serde, contract: str) -> pa.Schema:
     """The Parquet schema of a landed topic: the contract's fields, then the Kafka coordinates."""
-    fields = [pa.field(f["name"], arrow_type(f["type"])) for f in serde.contract(contract).schema["fields"]]
+    named: dict[str, pa.DataType] = {}
+    fields = [pa.field(f["name"], arrow_type(f["type"], named)) for f in serde.contract(contract).schema["fields"]]
     return pa.schema(fields + [pa.field(name, kind) for name, kind in COORDINATES])
 
 
@@ -124,6 +139,8 @@ class Admission:
                                                                      timezone.utc), self.ahead_s)
             last[0], last[1] = timestamp_ms, times
         try:
+            if contract not in EVENT_TIME_FIELDS:  # an output of the workers: they wrote it, there is no rule to apply
+                return self.serde.decode(contract, value), ""
             _, record = admit(contract, key, value, self.serde, self.marketplaces, times, self.max_value_bytes)
         except REJECTIONS as error:
             return None, reason_code(error)
@@ -152,7 +169,8 @@ def admission_for(settings: Settings, serde: Serde) -> Admission:
 @dataclass
 class Manifest:
     """What the dataset holds: per topic and partition the next offset to land, the files, and running counts
-    (events landed, dead letters skipped by reason, catalog tombstones, events lost to retention)."""
+    (events landed, dead letters skipped by reason, tombstones of catalog records and decisions, events lost to
+    retention)."""
 
     topic_prefix: str
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)  # base topic -> partition -> next offset
@@ -652,7 +670,7 @@ def _consume(consumer: Consumer, settings: Settings, folder: Path, run: str, ser
     prefix = settings.topic_prefix
     base_of = {prefix + base: base for base in topics}
     schemas = {base: arrow_schema(serde, contract) for base, contract in topics.items()}
-    time_field = {base: EVENT_TIME_FIELDS[contract] for base, contract in topics.items()}
+    time_field = {base: TIME_FIELDS[contract] for base, contract in topics.items()}
     pending = {tp for tp in starts if starts[tp] < ends[tp]}
     if not pending:
         return {}
@@ -713,7 +731,7 @@ def _consume(consumer: Consumer, settings: Settings, folder: Path, run: str, ser
                     pending.discard(tp)
                 done += 1
                 value = message.value()
-                if value is None and base == "catalog-updates":
+                if value is None and base in COMPACTED:
                     report.tombstones += 1  # a product left the catalog; its past records still stand for the past
                     continue
                 timestamp_ms = message.timestamp()[1]

@@ -51,6 +51,11 @@ def result(product: str, at: datetime, event_id: str, pack: str = "poly_bag", pa
             "failure_codes": ["BROKEN"] * (tested - passed), "marketplace": marketplace}
 
 
+def decision(product: str, at: datetime, pack: str, chosen_by: str, propensity: float | None = None) -> dict:
+    return {**SAMPLES["pack_type_decision"], "event_id": str(uuid.uuid4()), "product_id": product, "decided_at": at,
+            "package_type": pack, "chosen_by": chosen_by, "audit_propensity": propensity}
+
+
 def write_landed(folder: Path, events: dict[str, list[dict]]) -> dict[str, list[Path]]:
     """Landed files as the lander writes them, one per topic, offsets in list order (the arrival order)."""
     files = {base: [] for base in LANDED}
@@ -90,6 +95,30 @@ def test_a_catalog_change_or_capture_after_a_shipment_never_reaches_its_row(tmp_
     assert (rows["S-after"]["title"], rows["S-after"]["measured_length_mm"]) == ("mug v2", 300.0)
     # shipped before anything was known about the product: no catalog record, no capture, not a later one
     assert rows["S-first"]["catalog_event_id"] is None and rows["S-first"]["capture_event_id"] is None
+
+
+def test_each_row_says_how_its_package_type_was_chosen_as_of_ship_time(tmp_path: Path) -> None:
+    """The decision in force for a shipment is the product's latest decision in the type shipped, at or before the
+    ship time (a later one never reaches the row); a product without any decision then was shipped by the policy
+    before packwise, one with decisions but none in that type by someone else's choice."""
+    rows, stats = build(tmp_path, {
+        "pack-type-decisions": [decision("A", T0 + DAY, "poly_bag", "model_certified"),
+                                decision("A", T0 + 3 * DAY, "sioc", "audit", 0.02),
+                                decision("A", T0 + 5 * DAY, "poly_bag", "data_certified"),
+                                decision("C", T0 + 10 * DAY, "box", "safe_default")],
+        "shipments": [shipment("A", T0 + 2 * DAY, "poly-certified"), shipment("A", T0 + 2 * DAY, "box-off", "box"),
+                      shipment("A", T0 + 4 * DAY, "sioc-audit", "sioc"),
+                      shipment("A", T0 + 2.5 * DAY, "sioc-before-audit", "sioc"),
+                      shipment("A", T0 + 6 * DAY, "poly-data", "poly_bag"),
+                      shipment("B", T0 + 2 * DAY, "legacy"), shipment("C", T0 + DAY, "before-decision", "box")],
+    }, as_of=T0 + 100 * DAY)
+    assert {sid: row["choice"] for sid, row in rows.items()} == {
+        "poly-certified": "model_certified", "box-off": "off_decision", "sioc-audit": "audit",
+        "sioc-before-audit": "off_decision", "poly-data": "data_certified", "legacy": "before_packwise",
+        "before-decision": "before_packwise"}
+    assert rows["sioc-audit"]["audit_propensity"] == 0.02 and rows["sioc-audit"]["decided_at"] == T0 + 3 * DAY
+    assert rows["legacy"]["decision_event_id"] is None
+    assert stats["positives_by"]["choice"]["before_packwise"]["rows"] == 2
 
 
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -258,6 +287,9 @@ def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
         encoded("tunnel-captures", capture("P1", t + DAY, 120.0)),
         encoded("shipments", resent), encoded("shipments", resent),
         encoded("shipments", shipment("P2", t + 2 * DAY, "S2")),
+        # the worker's decision P2 shipped under, and a product's decision deleted (a tombstone)
+        encoded("pack-type-decisions", decision("P2", t + DAY, "poly_bag", "model_certified")),
+        ("pack-type-decisions", "P7", None),
         # what the worker dead-letters: an unknown marketplace, an image that is not one, bytes that are not Avro
         encoded("shipments", {**shipment("P3", t + 2 * DAY, "S-bad"), "marketplace": "XX"}),
         encoded("tunnel-captures", {**capture("P1", t + DAY, 1.0),
@@ -279,8 +311,9 @@ def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
     assert main(["dataset", "build", "--out", str(out), "--window-days", "30"]) == 0
 
     rows = table_rows(out)
-    assert [(r["shipment_id"], r["damaged"], r["title"], r["measured_length_mm"]) for r in rows] == [
-        ("S2", False, None, None), ("S1", True, "Becher", 120.0)]  # by event id: P2's is a uuid, P1's "resent-id"
+    assert [(r["shipment_id"], r["damaged"], r["title"], r["measured_length_mm"], r["choice"]) for r in rows] == [
+        ("S2", False, None, None, "model_certified"),  # by event id: P2's is a uuid, P1's "resent-id"
+        ("S1", True, "Becher", 120.0, "before_packwise")]
     tests = result_rows(out)
     assert [(r["test_result_event_id"], r["passed"], r["title"], r["measured_length_mm"]) for r in tests] == [
         ("T1", True, "Becher", 120.0), ("T2", False, None, None)]
@@ -288,13 +321,13 @@ def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
     assert card["duplicates_dropped"]["shipments"] == 1 and card["duplicates_dropped"]["test-results"] == 1
     assert card["dead_letters_skipped"] == {"shipments": 1, "tunnel-captures": 1, "damage-reports": 1,
                                             "test-results": 1}
-    assert card["catalog_tombstones"] == 1
+    assert card["tombstones"] == 2  # a catalog record's and a decision's
     assert card["test_results"]["by"]["package_type"] == {"box": {"rows": 1, "passed": 0, "failed": 1},
                                                           "poly_bag": {"rows": 1, "passed": 1, "failed": 0}}
     assert "## Test results per marketplace" in (out / CARD_MD).read_text()
     landed = {base: pq.read_table(out / "landed" / base).num_rows for base in LANDED}
     assert landed == {"catalog-updates": 2, "tunnel-captures": 1, "shipments": 3, "damage-reports": 1,
-                      "test-results": 3}
+                      "test-results": 3, "pack-type-decisions": 1}
 
     # again, nothing new: the same rows, no file added
     files_before = sorted(p for p in (out / "landed").rglob("*.parquet"))
@@ -328,8 +361,9 @@ def test_build_lands_once_appends_only_new_events_and_never_dead_letters(
 
 @pytest.mark.kafka
 def test_a_dataset_landed_before_test_results_lands_them_from_the_start(kafka_settings, tmp_path: Path) -> None:
-    """A manifest written when test-results was not landed (no offsets, no files for it) still builds; the
-    next landing reads test-results from its first offset and only the new events of the other topics."""
+    """A manifest written when test-results and the decisions were not landed (no offsets, no files for them)
+    still builds; the next landing reads them from their first offsets and only the new events of the other
+    topics."""
     from streams.topics import create_topics
 
     create_topics(kafka_settings)
@@ -341,21 +375,27 @@ def test_a_dataset_landed_before_test_results_lands_them_from_the_start(kafka_se
                              encoded("test-results", result("P1", t + DAY, "T1")),
                              encoded("test-results", result("P2", t + DAY, "T2", passed=1))])
     out = tmp_path / "ds"
-    before = {base: contract for base, contract in LANDED.items() if base != "test-results"}
+    before = {base: contract for base, contract in LANDED.items()
+              if base not in ("test-results", "pack-type-decisions")}
     assert land(kafka_settings, out, show_progress=False, topics=before).landed == {"catalog-updates": 2,
                                                                                    "shipments": 1}
     manifest = json.loads((out / "manifest.json").read_text())
     assert "test-results" not in manifest["offsets"] and "test-results" not in manifest["files"]
+    assert "pack-type-decisions" not in manifest["offsets"]
     data = table_from_landed(out, TableConfig(window=timedelta(days=30)))  # the old dataset builds as it is
     assert data["rows"] == 1 and data["test_results"]["rows"] == 0 and result_rows(out) == []
 
     produce(kafka_settings, [encoded("shipments", shipment("P1", t + 2 * DAY, "S2")),
-                             encoded("test-results", result("P1", t + 3 * DAY, "T3", passed=0))])
+                             encoded("test-results", result("P1", t + 3 * DAY, "T3", passed=0)),
+                             encoded("pack-type-decisions", decision("P1", t + 1.5 * DAY, "poly_bag", "audit", 0.1))])
     report_next = land(kafka_settings, out, show_progress=False)
-    assert report_next.landed == {"shipments": 1, "test-results": 3} and not report_next.lost_to_retention
+    assert report_next.landed == {"shipments": 1, "test-results": 3, "pack-type-decisions": 1}
+    assert not report_next.lost_to_retention
     data = table_from_landed(out, TableConfig(window=timedelta(days=30)))
-    assert sorted(r["shipment_id"] for r in table_rows(out)) == ["S1", "S2"] and data["duplicates_dropped"] == {
-        "catalog-updates": 0, "tunnel-captures": 0, "shipments": 0, "damage-reports": 0, "test-results": 0}
+    assert sorted((r["shipment_id"], r["choice"]) for r in table_rows(out)) == [
+        ("S1", "before_packwise"), ("S2", "audit")]
+    assert data["duplicates_dropped"] == {"catalog-updates": 0, "tunnel-captures": 0, "shipments": 0,
+                                          "damage-reports": 0, "test-results": 0, "pack-type-decisions": 0}
     assert [(r["test_result_event_id"], r["passed"], r["title"]) for r in result_rows(out)] == [
         ("T1", True, "Becher"), ("T2", False, None), ("T3", False, "Becher")]
     assert sum(json.loads((out / "manifest.json").read_text())["offsets"]["test-results"].values()) == 3
@@ -380,7 +420,8 @@ def mixed_history(t: datetime, batch: str, days: int = 3) -> list[tuple[str, str
                    encoded("tunnel-captures", capture(product, at, 100.0 + i)),
                    encoded("shipments", shipment(product, at, f"S{batch}{i}")),
                    encoded("damage-reports", report(product, at + DAY, f"S{batch}{i}")),
-                   encoded("test-results", result(product, at, f"T{batch}{i}", passed=i % 6))]
+                   encoded("test-results", result(product, at, f"T{batch}{i}", passed=i % 6)),
+                   encoded("pack-type-decisions", decision(product, at, "box", "safe_default"))]
     events += [encoded("shipments", {**shipment(f"P{batch}x", t, f"S{batch}-bad"), "marketplace": "XX"}),
                ("damage-reports", f"P{batch}y", b"{not avro}"), ("catalog-updates", f"P{batch}z", None)]
     return events
@@ -406,7 +447,7 @@ def test_a_parallel_build_lands_exactly_what_a_single_process_build_lands(
         many = land(kafka_settings, parallel, show_progress=False, processes=4)
         assert many.landed == one.landed and many.dead_letters == one.dead_letters
         assert many.reasons == one.reasons and many.tombstones == one.tombstones == 1
-        assert sum(many.landed.values()) == 120  # each run lands only its batch
+        assert sum(many.landed.values()) == 144  # each run lands only its batch
         assert landed_rows(parallel) == landed_rows(single)
         manifests = [json.loads((folder / "manifest.json").read_text()) for folder in (single, parallel)]
         for key in ("offsets", "landed", "dead_letters", "tombstones", "lost_to_retention"):
@@ -467,7 +508,7 @@ def test_an_interrupted_parallel_build_leaves_the_previous_manifest(kafka_settin
     blocker.unlink()
     again = land(kafka_settings, out, show_progress=False, processes=3)
     assert again.orphans_removed == len(left) and not any(p.exists() for p in left)
-    assert sum(again.landed.values()) == 120
+    assert sum(again.landed.values()) == 144
     land(kafka_settings, reference, show_progress=False)
     assert landed_rows(out) == landed_rows(reference)
     assert json.loads((out / "manifest.json").read_text())["offsets"] == json.loads(

@@ -15,7 +15,7 @@ from models import cli
 from models.dataset import CARD_JSON, TABLE
 from models.history import load_history
 from models.packtypes import PACK_TYPES
-from models.world import World, WorldConfig, capture_record, catalog_record
+from models.world import EPOCH, World, WorldConfig, capture_record, catalog_record
 from streams.scoring import Scorer
 from tests.models.simulated_history import HISTORY_DAYS, WINDOW_DAYS, simulated_dataset, simulated_events, write_dataset
 
@@ -95,6 +95,34 @@ def test_the_calibration_period_follows_the_training_period_on_other_products(da
         assert history.damaged[history.splits[name]].sum() == sum(r["damaged"] for r in mine)
     cal = history.splits["calibration"]
     assert (history.first_observed[cal].sum(0) <= (history.shipments[cal] > 0).sum(0)).all()
+
+
+def test_only_shipments_whose_type_the_model_did_not_pick_certify(events: dict[str, list[dict]],
+                                                                   tmp_path: Path) -> None:
+    """Half the products were decided by a model before they shipped (their poly_bag shipments chose by its
+    certification, their other types by someone else): their outcomes no longer certify anything, while the
+    products shipped before any decision certify as before; with calibrate_on="all" every outcome counts."""
+    from tests.samples import SAMPLES
+
+    decided = {r["product_id"] for r in events["catalog-updates"][::2]}
+    decisions = [{**SAMPLES["pack_type_decision"], "event_id": f"D-{product}", "product_id": product,
+                  "package_type": "poly_bag", "chosen_by": "model_certified", "decided_at": EPOCH}
+                 for product in sorted(decided)]
+    write_dataset(tmp_path / "data", {**events, "pack-type-decisions": decisions})
+    unselected = load_history(tmp_path / "data", seed=2, targets=(0.05,), delta=0.05, show_progress=False)
+    every = load_history(tmp_path / "data", seed=2, targets=(0.05,), delta=0.05, calibrate_on="all",
+                         show_progress=False)
+    assert unselected.product_ids == every.product_ids
+    cal = unselected.splits["calibration"]
+    mine = np.asarray([unselected.product_ids[i] in decided for i in cal])
+    assert mine.any() and (~mine).any()
+    assert not unselected.first_observed[cal][mine].any() and every.first_observed[cal][mine].any()
+    assert (unselected.first_observed[cal][~mine] == every.first_observed[cal][~mine]).all()
+    assert (unselected.first_damaged[cal][~mine] == every.first_damaged[cal][~mine]).all()
+    left_out = unselected.describe()["certified_on"]["calibration_rows_left_out"]
+    assert set(left_out) == {"model_certified", "off_decision"}
+    assert sum(left_out.values()) == sum(unselected.shipments[cal][mine].sum(1))
+    assert every.describe()["certified_on"]["calibration_rows_left_out"] == {}
 
 
 def test_train_refuses_a_folder_that_is_not_a_dataset_or_too_small(
