@@ -298,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="everything on this machine: broker, model, worker, simulated center, live view")
     demo.add_argument("--products", type=int, default=300, help="products in the simulated center")
     demo.add_argument("--rounds", type=int, default=12, help="shipping rounds (about a second each)")
-    demo.add_argument("--train-products", type=int, default=8000,
-                      help="products the demo model trains on (enough for a calibration split that can certify)")
+    demo.add_argument("--train-products", type=int, default=16000,
+                      help="products in the warm-up history the demo model trains on (enough for a calibration "
+                           "split that can certify on reported damage)")
     demo.add_argument("--epochs", type=int, default=2, help="training epochs of the demo model")
     demo.add_argument("--keep-broker", action="store_true", help="leave the broker running if the demo started it")
     demo.set_defaults(handler=cmd_demo)

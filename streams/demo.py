@@ -9,7 +9,7 @@ and stops the worker (and the broker, if the demo started it) by pid.
 from __future__ import annotations
 
 import dataclasses
-
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
@@ -29,7 +30,7 @@ from models.packtypes import PACK_TYPES, PackType
 from streams.errors import PackwiseError
 from streams.marketplaces import Marketplace, load_marketplaces, targets_of
 from streams.settings import Settings
-from streams.workers import WorkerProcess
+from streams.workers import WorkerProcess, settings_env
 
 
 @dataclass(frozen=True)
@@ -276,18 +277,30 @@ def clean_demos(settings: Settings, delete: bool) -> int:
     return 0
 
 
-def demo_bundle(settings: Settings, products: int, epochs: int) -> Path:
-    """The demo's model: trained once into the state folder, reloaded on later runs."""
+WARMUP_WINDOW_DAYS = 30  # the demo dataset's attribution window (`packwise dataset build`'s default)
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    path: Path
+    warmed_up: bool  # the warm-up history was streamed into this run's topics (the worker starts after it)
+
+
+def demo_bundle(settings: Settings, products: int, epochs: int) -> DemoModel:
+    """The demo's model, trained from the network's own history: a warm-up period of the simulated center is
+    streamed into the run's input topics, landed and tabled by `packwise dataset build`, and learned from by
+    `packwise train --data` (streams/warmup.py). Trained once into the state folder, reloaded on later runs, which
+    then skip the warm-up."""
     from models.bundle import BundleError, load_bundle
 
-    path = Path(settings.state_dir) / "models" / f"demo-{products}-{epochs}"
+    path = Path(settings.state_dir) / "models" / f"demo-history-{products}-{epochs}"
     targets = targets_of(load_marketplaces(settings.marketplaces_file))
     try:
         missing = sorted(set(targets) - set(load_bundle(path).targets))
         if not missing:
-            print(f"model: reusing the demo model trained earlier in {path} (delete that folder to train it again)",
-                  flush=True)
-            return path
+            print(f"model: reusing the demo model trained earlier from a warm-up history, in {path} (delete that "
+                  "folder to stream a warm-up and train again)", flush=True)
+            return DemoModel(path, warmed_up=False)
         # e.g. one trained before per-marketplace certification: it would certify nothing in those marketplaces
         print(f"model: the demo model in {path} is not certified at {', '.join(f'{t:.2%}' for t in missing)}, a "
               "target of the marketplaces in force; training it again", flush=True)
@@ -295,13 +308,46 @@ def demo_bundle(settings: Settings, products: int, epochs: int) -> Path:
         pass
     if path.exists():
         shutil.rmtree(path)
-    print(f"training the demo model on {products} synthetic products (once; kept in {path}) ...", flush=True)
-    result = subprocess.run([sys.executable, "-m", "streams.cli", "train", "--out", str(path), "--products",
-                             str(products), "--epochs", str(epochs), "--seed", "1",
-                             "--targets", ",".join(repr(t) for t in targets)], stdout=subprocess.DEVNULL)
+    data = path.with_name(path.name + "-dataset")
+    if data.exists():
+        shutil.rmtree(data)
+    share = warm_up(settings, products)
+    env = {**os.environ, **settings_env(settings)}
+    print(f"warm-up: `packwise dataset build --out {data}` lands the topics and builds the training table ...",
+          flush=True)
+    if subprocess.run([sys.executable, "-m", "streams.cli", "dataset", "build", "--out", str(data),
+                       "--window-days", str(WARMUP_WINDOW_DAYS)], env=env).returncode != 0:
+        raise PackwiseError("building the demo's dataset from the warm-up history failed; see the lines above")
+    print(f"training the demo model on that table (once; kept in {path}): `packwise train --data {data} "
+          f"--report-share {share:.2f}` ...", flush=True)
+    result = subprocess.run([sys.executable, "-m", "streams.cli", "train", "--data", str(data), "--out", str(path),
+                             "--epochs", str(epochs), "--seed", "1", "--targets", ",".join(repr(t) for t in targets),
+                             "--report-share", f"{share:.4f}"], stdout=subprocess.DEVNULL, env=env)
     if result.returncode != 0:
         raise PackwiseError(f"training the demo model failed (exit {result.returncode}); see the lines above")
-    return path
+    return DemoModel(path, warmed_up=True)
+
+
+def warm_up(settings: Settings, products: int) -> float:
+    """Stream a warm-up period's history of `products` products into the run's topics; returns the share of
+    damages the simulated customers report within the dataset's attribution window (`--report-share`)."""
+    from models.world import World, WorldConfig
+    from streams.warmup import HistoryConfig, history_events, printer, report_share, stream_history
+
+    config = HistoryConfig(products=products)
+    world = World.generate(WorldConfig(seed=config.seed, n_products=products))
+    now = datetime.now(timezone.utc)
+    print(f"warm-up: the simulated center's last {config.days:.0f} days before packwise, {products:,} products shipped "
+          "in package types drawn at random (a legacy policy) ...", flush=True)
+    events = history_events(world, config, end=now, reports_until=now, progress=printer("warm-up: simulating"))
+    written = stream_history(settings, events, progress=printer("warm-up: writing to Kafka"))
+    counts = ", ".join(f"{len(records):,} {base}" for base, records in events.items())
+    print(f"warm-up: {written:,} events written to the run's topics ({counts})", flush=True)
+    share = report_share(world.config, WARMUP_WINDOW_DAYS)
+    print(f"warm-up: the simulated customers report {world.config.report_rate:.0%} of damages, {share:.0%} within "
+          f"the {WARMUP_WINDOW_DAYS}-day attribution window: the model certifies on reported damage at target x "
+          f"{share:.2f}", flush=True)
+    return share
 
 
 def run_demo(settings: Settings, products: int, rounds: int, train_products: int, epochs: int,
@@ -325,7 +371,13 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
     try:
         report = create_topics(settings)
         console.print(f"[bold]topics[/]: {len(report.created)} created with prefix {settings.topic_prefix}")
-        settings = settings.replace(model_path=str(demo_bundle(settings, train_products, epochs)))
+        model = demo_bundle(settings, train_products, epochs)
+        settings = settings.replace(model_path=str(model.path))
+        if model.warmed_up:  # the worker goes live at the end of the history: it decides the products arriving now
+            from streams.warmup import start_group_at_end
+
+            names = TopicNames.for_settings(settings)
+            start_group_at_end(settings, [names.catalog, names.captures, names.shipments, names.damage_reports])
         log_path = Path(settings.state_dir) / f"{DEMO_LOG_PREFIX}{settings.app_id.removeprefix(DEMO_APP_PREFIX)}.log"
         console.print(f"[bold]worker[/]: starting (log {log_path}) ...")
         worker = WorkerProcess(settings, log_path)
@@ -351,9 +403,14 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
             raise failure[0]
         time.sleep(3.0)  # let the worker apply the last reports
         names = TopicNames.for_settings(settings)
-        history = (read_topic(settings, names.decisions, "pack_type_decision"),
-                   read_topic(settings, names.shipments, "shipment"),
-                   read_topic(settings, names.damage_reports, "damage_report"), outcome[0].truth.log)
+        live = {p.product_id for p in outcome[0].products}  # not the warm-up's: their history was before packwise
+
+        def of_live(records: list[dict]) -> list[dict]:
+            return [r for r in records if r["product_id"] in live]
+
+        history = (of_live(read_topic(settings, names.decisions, "pack_type_decision")),
+                   of_live(read_topic(settings, names.shipments, "shipment")),
+                   of_live(read_topic(settings, names.damage_reports, "damage_report")), outcome[0].truth.log)
         certified = certified_outcomes(*history), certified_outcomes(*history, leave_out=outcome[0].sabotaged)
         # Read the outputs again to their end: the decisions of the last reports came after the live view stopped.
         # (The demo's decisions topic is younger than a segment, so compaction has not removed any history yet.)

@@ -102,24 +102,32 @@ def test_a_second_demo_says_it_reuses_the_trained_model(tmp_path: Path, monkeypa
     import models.bundle
 
     monkeypatch.setattr(models.bundle, "load_bundle", lambda path: SimpleNamespace(targets=(0.003, 0.004, 0.005)))
-    path = demo.demo_bundle(Settings(state_dir=str(tmp_path)), 8000, 2)
-    assert path == tmp_path / "models" / "demo-8000-2"
-    assert f"reusing the demo model trained earlier in {path}" in capsys.readouterr().out
+    monkeypatch.setattr(demo, "warm_up", lambda *args: pytest.fail("a reused model needs no warm-up"))
+    model = demo.demo_bundle(Settings(state_dir=str(tmp_path)), 8000, 2)
+    assert model.path == tmp_path / "models" / "demo-history-8000-2" and not model.warmed_up
+    assert f"reusing the demo model trained earlier from a warm-up history, in {model.path}" in capsys.readouterr().out
 
 
-def test_a_demo_model_not_certified_at_every_marketplace_target_is_trained_again(
+def test_a_demo_model_not_certified_at_every_marketplace_target_is_trained_again_from_a_warm_up(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """A model cached before per-marketplace certification (one target, 0.5%) would certify nothing in EU or JP."""
+    """A model cached before per-marketplace certification (one target, 0.5%) would certify nothing in EU or JP:
+    the demo streams a warm-up history, builds its dataset and trains on it, at the world's report share."""
     import models.bundle
 
     monkeypatch.setattr(models.bundle, "load_bundle", lambda path: SimpleNamespace(targets=(0.005,)))
-    trained: list[list[str]] = []
-    monkeypatch.setattr(demo.subprocess, "run", lambda argv, **kwargs: trained.append(argv) or SimpleNamespace(
+    monkeypatch.setattr(demo, "warm_up", lambda settings, products: 0.69)
+    ran: list[list[str]] = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda argv, **kwargs: ran.append(argv) or SimpleNamespace(
         returncode=0))
-    path = demo.demo_bundle(Settings(state_dir=str(tmp_path)), 8000, 2)
-    assert "is not certified at 0.30%, 0.40%" in capsys.readouterr().out
-    [argv] = trained
-    assert argv[argv.index("--out") + 1] == str(path) and argv[argv.index("--targets") + 1] == "0.003,0.004,0.005"
+    model = demo.demo_bundle(Settings(state_dir=str(tmp_path)), 8000, 2)
+    assert "is not certified at 0.30%, 0.40%" in capsys.readouterr().out and model.warmed_up
+    build, train = ran
+    data = build[build.index("--out") + 1]
+    assert build[3:5] == ["dataset", "build"] and data == str(tmp_path / "models" / "demo-history-8000-2-dataset")
+    assert train[3] == "train" and train[train.index("--data") + 1] == data
+    assert train[train.index("--out") + 1] == str(model.path)
+    assert train[train.index("--targets") + 1] == "0.003,0.004,0.005"
+    assert train[train.index("--report-share") + 1] == "0.6900"
 
 
 @pytest.mark.kafka

@@ -14,15 +14,13 @@ import argparse
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from models.dataset import TableConfig, table_from_landed
-from models.packtypes import PACK_TYPES
-from models.world import EPOCH, World, WorldConfig, capture_record, catalog_record, event_uuid, ship
+from models.world import EPOCH, World, WorldConfig
 from streams.landing import LANDED, LANDED_DIR, Buffer, Manifest, arrow_schema
 from streams.serde import Serde
-from tests.samples import SAMPLES
+from streams.warmup import HistoryConfig, history_events
 
 HISTORY_DAYS = 120
 ARRIVALS_DAYS = 60  # products arrive over the first days of the history
@@ -30,32 +28,13 @@ WINDOW_DAYS = 30
 
 
 def simulated_events(world: World, shipments_per_product: float, seed: int) -> dict[str, list[dict]]:
-    """The input topics' events of a history: per product a catalog record and a capture on its arrival day,
-    shipments after it in package types drawn uniformly, and the damage reports the world's customers send."""
-    rng = np.random.default_rng([seed, 40])
-    events: dict[str, list[dict]] = {base: [] for base in LANDED}
-    for product in world.products:
-        arrival = EPOCH + timedelta(days=float(rng.uniform(0, ARRIVALS_DAYS)))
-        events["catalog-updates"].append({**catalog_record(product), "updated_at": arrival})
-        capture = capture_record(product, np.random.default_rng([product.seed, 20]), world.config.missing_view_rate,
-                                 world.config.image_size)
-        events["tunnel-captures"].append({**capture, "captured_at": arrival + timedelta(hours=1)})
-        span = (EPOCH + timedelta(days=HISTORY_DAYS) - arrival).total_seconds()
-        for _ in range(rng.poisson(shipments_per_product * span / (HISTORY_DAYS * 86400))):
-            shipped_at = arrival + timedelta(hours=2, seconds=float(rng.uniform(0, span - 7200)))
-            pack = PACK_TYPES[int(rng.integers(len(PACK_TYPES)))]
-            shipment = {**SAMPLES["shipment"], "event_id": event_uuid(rng), "product_id": product.product_id,
-                        "shipment_id": f"S-{event_uuid(rng)[:13]}", "package_type": pack.value,
-                        "marketplace": product.marketplace, "shipped_at": shipped_at}
-            events["shipments"].append(shipment)
-            outcome = ship(product, pack, rng, world.config)
-            if outcome.reported:
-                events["damage-reports"].append({
-                    **SAMPLES["damage_report"], "event_id": event_uuid(rng), "product_id": product.product_id,
-                    "shipment_id": shipment["shipment_id"], "package_type": pack.value, "source": outcome.source,
-                    "reason_code": outcome.reason_code, "comment": None,
-                    "reported_at": shipped_at + outcome.report_delay})
-    return events
+    """The input topics' events of a history (streams/warmup.py history_events): per product a catalog record and a
+    capture on its arrival day, shipments after it in package types drawn uniformly, and the damage reports the
+    world's customers send, however late."""
+    config = HistoryConfig(products=len(world.products), seed=seed, days=HISTORY_DAYS, arrivals_days=ARRIVALS_DAYS,
+                           shipments_per_product=shipments_per_product)
+    events = history_events(world, config, end=EPOCH + timedelta(days=HISTORY_DAYS))
+    return {base: events.get(base, []) for base in LANDED}
 
 
 def write_dataset(folder: Path, events: dict[str, list[dict]], window_days: float = WINDOW_DAYS,
