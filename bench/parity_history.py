@@ -249,7 +249,7 @@ def window_lines(window: dict) -> list[str]:
 # -- per marketplace --------------------------------------------------------------------------------------------
 
 
-def market_lines(work: Path, seeds: list[int], eval_world) -> list[str]:
+def market_lines(work: Path, seeds: list[int], eval_world, history_suffix: str = "") -> list[str]:
     """Each bundle of the run in `work` on the fresh world, per marketplace as `packwise evaluate` tables it
     (models/evaluate.py marketplace_certification): the true damage rate of the products certified at the
     marketplace's target, per type."""
@@ -266,7 +266,7 @@ def market_lines(work: Path, seeds: list[int], eval_world) -> list[str]:
              "---|" * len(TYPES)]
     for seed in seeds:
         for name in ("world", "history"):
-            path = work / f"seed{seed}" / f"bundle-{name}"
+            path = work / f"seed{seed}" / f"bundle-{name}{history_suffix if name == 'history' else ''}"
             bundle = load_bundle(path)
             probs, _ = scores(path, eval_world)
             by_market = evaluate.marketplace_certification(probs, eval_world.products, marketplaces,
@@ -418,7 +418,7 @@ def main() -> None:
     started = time.perf_counter()
     eval_world = World.generate(WorldConfig(seed=args.eval_seed, n_products=args.eval_products))
     if args.markets_only:
-        lines = items(market_lines(work, [int(s) for s in args.seeds.split(",")], eval_world))
+        lines = items(market_lines(work, [int(s) for s in args.seeds.split(",")], eval_world, suffix(args)))
         if args.no_record:
             print("\n".join(lines))
         else:

@@ -235,8 +235,8 @@ def _size_mb(path: Path) -> float:
 
 def clean_demos(settings: Settings, delete: bool) -> int:
     """`packwise clean`: list what earlier demos left (their topics on the broker, their workers' state folders
-    and logs under the state folder), and delete it when `delete`. Trained demo models are kept: the next
-    demo reuses them."""
+    and logs under the state folder, the datasets their warm-ups were landed in), and delete it when `delete`.
+    Trained demo models are kept: the next demo reuses them."""
     from streams.topics import admin_client, existing_partitions
 
     admin, unreachable = admin_client(settings), None
@@ -245,7 +245,8 @@ def clean_demos(settings: Settings, delete: bool) -> int:
     except PackwiseError as error:
         topics, unreachable = [], str(error)
     state = Path(settings.state_dir)
-    paths = sorted((state / "workers").glob(f"{DEMO_APP_PREFIX}*")) + sorted(state.glob(f"{DEMO_LOG_PREFIX}*.log"))
+    paths = (sorted((state / "workers").glob(f"{DEMO_APP_PREFIX}*")) + sorted(state.glob(f"{DEMO_LOG_PREFIX}*.log"))
+             + sorted((state / "models").glob("demo-history-*-dataset")))  # the model trained on it stays
     megabytes = sum(_size_mb(p) for p in paths)
     if unreachable:
         print(f"{unreachable}; the demos' topics there, if any, stay until it answers")

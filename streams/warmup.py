@@ -15,17 +15,20 @@ few minutes of the demo spent on products nobody watches.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from models.packtypes import PACK_TYPES
-from models.world import World, WorldConfig, capture_record, catalog_record, event_uuid, ship
+from models.world import Product, World, WorldConfig, capture_record, catalog_record, event_uuid, ship
 from streams.settings import Settings
 
 CONTRACTS = {"catalog-updates": "catalog_update", "tunnel-captures": "tunnel_capture", "shipments": "shipment",
@@ -60,12 +63,11 @@ def history_events(world: World, config: HistoryConfig, end: datetime, reports_u
     rng = np.random.default_rng([config.seed, 40])
     start = end - timedelta(days=config.days)
     events: dict[str, list[dict]] = {base: [] for base in CONTRACTS}
+    captures = _captures(world)
     for i, product in enumerate(world.products):
         arrival = start + timedelta(days=float(rng.uniform(0, config.arrivals_days)))
         events["catalog-updates"].append({**catalog_record(product), "updated_at": arrival})
-        capture = capture_record(product, np.random.default_rng([product.seed, 20]), world.config.missing_view_rate,
-                                 world.config.image_size)
-        events["tunnel-captures"].append({**capture, "captured_at": arrival + timedelta(hours=1)})
+        events["tunnel-captures"].append({**next(captures), "captured_at": arrival + timedelta(hours=1)})
         span = (end - arrival).total_seconds()
         for _ in range(rng.poisson(config.shipments_per_product * span / (config.days * 86400))):
             shipped_at = arrival + timedelta(hours=2, seconds=float(rng.uniform(0, span - 7200)))
@@ -86,6 +88,26 @@ def history_events(world: World, config: HistoryConfig, end: datetime, reports_u
         if progress is not None:
             progress(i + 1, len(world.products))
     return events
+
+
+PARALLEL_FROM = 2000  # products: below this, rendering the captures in this process is quicker than a pool
+
+
+def _capture(product: Product, missing_view_rate: float, image_size: int) -> dict:
+    return capture_record(product, np.random.default_rng([product.seed, 20]), missing_view_rate, image_size)
+
+
+def _captures(world: World) -> Iterator[dict]:
+    """Each product's tunnel capture, in product order: rendering the views is most of the history's cost, and
+    each capture draws from its product's own generator, so a pool of processes renders the same captures."""
+    render = functools.partial(_capture, missing_view_rate=world.config.missing_view_rate,
+                               image_size=world.config.image_size)
+    workers = min(os.cpu_count() or 1, 8)
+    if len(world.products) < PARALLEL_FROM or workers < 2:
+        yield from map(render, world.products)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(render, world.products, chunksize=200)
 
 
 def stream_history(settings: Settings, events: dict[str, list[dict]],

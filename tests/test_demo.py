@@ -145,9 +145,11 @@ def test_clean_lists_what_demos_left_then_deletes_only_that(kafka_settings: Sett
     (run.worker_dir / "table.db").write_bytes(b"x" * 300_000)
     log = tmp_path / "demo-worker-20261130-101010.log"
     log.write_text("worker log")
-    kept = [base.worker_dir, tmp_path / "models" / "demo-8000-2", tmp_path / "kafka"]
+    kept = [base.worker_dir, tmp_path / "models" / "demo-history-16000-2", tmp_path / "kafka"]
     for folder in kept:
         folder.mkdir(parents=True)
+    dataset = tmp_path / "models" / "demo-history-16000-2-dataset"  # the warm-up's landed topics: not needed again
+    (dataset / "landed").mkdir(parents=True)
 
     def topics() -> set[str]:
         return set(existing_partitions(admin_client(base), base))
@@ -160,6 +162,7 @@ def test_clean_lists_what_demos_left_then_deletes_only_that(kafka_settings: Sett
     listed = {line.split()[1] for line in out.splitlines() if line.startswith("  topic ")}
     assert listed == demo_topics
     assert f"folder {run.worker_dir.parent} (0.3 MB)" in out and f"file {log} (0.0 MB)" in out
+    assert f"folder {dataset} (0.0 MB)" in out
     assert "packwise clean --yes" in out
     assert demo_topics <= topics() and run.worker_dir.exists() and log.exists()
 
@@ -170,4 +173,5 @@ def test_clean_lists_what_demos_left_then_deletes_only_that(kafka_settings: Sett
         time.sleep(0.5)
     assert not demo_topics & topics()
     assert not run.worker_dir.parent.exists() and not log.exists() and all(folder.exists() for folder in kept)
+    assert not dataset.exists()
     assert {t for t in topics() if t.startswith(base.topic_prefix)}  # the other topics are still there
