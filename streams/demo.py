@@ -9,6 +9,7 @@ and stops the worker (and the broker, if the demo started it) by pid.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -56,6 +57,7 @@ class DemoSummary:
     open_tests: int
     grams_saved: float  # per unit, if every open test passed
     lab_results: tuple[int, int] = (0, 0)  # tests the simulated lab ran: passed, failed
+    audited: int = 0  # products whose latest decision is an audit (chosen_by audit)
 
     @property
     def weight_saved_share(self) -> float:
@@ -212,9 +214,15 @@ def print_summary(console: Console, summary: DemoSummary, marketplaces: Mapping[
                       f"first: {passed:,} passed (the product ships in the tested type, reason test_passed, unless "
                       f"its shipments refute it), {failed:,} failed (that type and every lighter one are ruled out, "
                       "test_failed).")
+    if summary.audited:
+        console.print(f"{_plural(summary.audited, 'product')} ship as an audit (chosen_by audit): drawn at random, "
+                      f"{DEMO_AUDIT_SHARE:.0%} of those a lighter type could serve per marketplace, never by the "
+                      "model's score, one type lighter than the evidence certifies, until data certify or refute it. "
+                      "Their outcomes are the unbiased evidence a later model may certify on (models/REPORT.md).")
 
 
 LAB_TESTS_PER_ROUND = 10  # test requests the demo's simulated lab answers per shipping round
+DEMO_AUDIT_SHARE = 0.05  # of the eligible products per marketplace, when no PACKWISE_MARKETPLACES_FILE is given
 DEMO_APP_PREFIX = "packwise-demo-"  # + the run's time: the worker's group, changelog topics and state folder
 DEMO_TOPIC_PREFIX = "demo-"  # + the run's time and a dot: the run's own input and output topics
 DEMO_LOG_PREFIX = "demo-worker-"  # + the run's time: the worker's log in the state folder
@@ -374,6 +382,12 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         console.print(f"[bold]topics[/]: {len(report.created)} created with prefix {settings.topic_prefix}")
         model = demo_bundle(settings, train_products, epochs)
         settings = settings.replace(model_path=str(model.path))
+        if not settings.marketplaces_file:  # audits on: the demo shows how unbiased evidence is gathered
+            audits = settings.worker_dir.parent / "marketplaces.json"  # `packwise clean` deletes it with the run
+            audits.parent.mkdir(parents=True, exist_ok=True)
+            audits.write_text(json.dumps({code: {"audit_share": DEMO_AUDIT_SHARE}
+                                          for code in load_marketplaces(None)}), encoding="utf-8")
+            settings = settings.replace(marketplaces_file=str(audits))
         if model.warmed_up:  # the worker goes live at the end of the history: it decides the products arriving now
             from streams.warmup import start_group_at_end
 
@@ -417,11 +431,15 @@ def run_demo(settings: Settings, products: int, rounds: int, train_products: int
         # (The demo's decisions topic is younger than a segment, so compaction has not removed any history yet.)
         tests = follow(settings, WatchState(), FollowOptions(once=True)).summary()
         marketplaces = load_marketplaces(settings.marketplaces_file)
-        summary = summarize(read_table(settings, "products"), *certified,
+        products_table = read_table(settings, "products")
+        summary = summarize(products_table, *certified,
                             read_topic(settings, names.relabels, "relabel_trigger"), tests.open_tests,
                             tests.grams_saved, marketplaces, settings.default_marketplace, products)
         passed = sum(ok for _, _, ok in outcome[0].test_results)
-        summary = dataclasses.replace(summary, lab_results=(passed, len(outcome[0].test_results) - passed))
+        audited = sum(1 for state in products_table.values()
+                      if (state.get("decision") or {}).get("chosen_by") == "audit")
+        summary = dataclasses.replace(summary, lab_results=(passed, len(outcome[0].test_results) - passed),
+                                      audited=audited)
         print_summary(console, summary, marketplaces)
         if keep_broker or not started_broker:  # the run's topics stay readable: point at the web console
             console.print(f"\nBrowse this run in the ops console: PACKWISE_TOPIC_PREFIX={settings.topic_prefix} "

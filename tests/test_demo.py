@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import time
@@ -95,6 +96,11 @@ def test_summary_shows_damage_under_certification_per_marketplace_and_type_besid
     assert "1 of 3 decided products has a test request open" in " ".join(text.split())
     assert "lighter type" in text and "230 g per unit" in text
     assert "1 damages" not in text
+    assert "audit" not in text  # no audit ran: nothing said of them
+    console = Console(file=io.StringIO(), width=300)
+    demo.print_summary(console, dataclasses.replace(summary(outcomes, unsabotaged, state), audited=4),
+                       load_marketplaces(None))
+    assert "4 products ship as an audit (chosen_by audit)" in " ".join(console.file.getvalue().split())
 
 
 def test_a_second_demo_says_it_reuses_the_trained_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
