@@ -177,7 +177,8 @@ def bench_landing(events: int, captures: int, processes: list[int], command: str
 def write_table_input(folder: Path, shipments: int, products: int, seed: int = 5) -> dict[str, int]:
     """Landed-format Parquet for `shipments` shipments over 180 days: catalog updates (1.5 per product),
     captures (1.2 per product, the 1-pixel PNG as views), damage reports for 1% of the shipments (70% naming
-    their shipment, the rest by product and type), 1% of shipments resent under the same id."""
+    their shipment, the rest by product and type), 1% of shipments resent under the same id, and the workers'
+    decisions (2 per product)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -201,7 +202,8 @@ def write_table_input(folder: Path, shipments: int, products: int, seed: int = 5
         columns = {**columns, "kafka_partition": pa.array(np.zeros(n, "int32")),
                    "kafka_offset": pa.array(np.arange(n, dtype="int64")),
                    "kafka_timestamp": columns[{"catalog-updates": "updated_at", "tunnel-captures": "captured_at",
-                                               "shipments": "shipped_at", "damage-reports": "reported_at"}[base]]}
+                                               "shipments": "shipped_at", "damage-reports": "reported_at",
+                                               "pack-type-decisions": "decided_at"}[base]]}
         table = pa.table({f.name: columns[f.name] for f in schemas[base]}, schema=schemas[base])
         (folder / base).mkdir(parents=True, exist_ok=True)
         step = -(-n // parts)
@@ -267,7 +269,25 @@ def write_table_input(folder: Path, shipments: int, products: int, seed: int = 5
         "package_type": pa.array(packs[ship_pack[damaged]]), "source": const("returns_center", n_rep),
         "reason_code": const("BROKEN", n_rep), "comment": const(None, n_rep, pa.string()),
         "reported_at": stamp(ship_ms[damaged] + rng.integers(0, 20 * 86400 * 1000, n_rep))}, n_rep)
-    return {"shipments": len(order), "catalog-updates": n_cat, "tunnel-captures": n_cap, "damage-reports": n_rep}
+
+    # the workers' decisions, two per product (a first one, then a change), each shipment then joins the one in
+    # force in its type
+    n_dec = products * 2
+    dec_product = np.concatenate([np.arange(products), rng.integers(0, products, n_dec - products)])
+    chosen = np.array(["model_certified", "data_certified", "safe_default", "provisional", "audit"], dtype=object)
+    write("pack-type-decisions", {
+        "event_id": ids("d", n_dec), "product_id": product_ids(dec_product), "marketplace": pa.array(
+            np.array(["NA", "EU", "JP"], dtype=object)[dec_product % 3]),
+        "package_type": pa.array(packs[rng.integers(0, 4, n_dec)]), "status": const("auto_certified", n_dec),
+        "reason": const("model certifies poly_bag at the 0.50% target", n_dec),
+        "evidence": const([], n_dec, schemas["pack-type-decisions"].field("evidence").type),
+        "target_damage_rate": const(0.005, n_dec), "model_version": const("pw-bench", n_dec),
+        "decided_at": stamp(start_ms + first_then_random(n_dec)), "provisional": const(False, n_dec),
+        "packaging_weight_g": const(20.0, n_dec), "all_box_weight_g": const(150.0, n_dec),
+        "chosen_by": pa.array(chosen[rng.integers(0, len(chosen), n_dec)]),
+        "audit_propensity": const(None, n_dec, pa.float64())}, n_dec)
+    return {"shipments": len(order), "catalog-updates": n_cat, "tunnel-captures": n_cap, "damage-reports": n_rep,
+            "pack-type-decisions": n_dec}
 
 
 def table_step(folder: str, threads: int) -> None:

@@ -383,6 +383,12 @@ def certification_shortfall(history: History, target: float, delta: float, stric
         lines.append("  That is enough products in principle, but no group the model scores safe was both large, "
                      "shipped in the type and damage-free enough: train longer (--epochs), on a longer history, or "
                      "with a higher --target.")
+    if history.excluded:
+        left = ", ".join(f"{choice} {n:,}" for choice, n in history.excluded.items())
+        lines.append(f"  {sum(history.excluded.values()):,} recent shipments of calibration products were left out of "
+                     f"the test because the model's score chose their type or nobody knows who did ({left}): an "
+                     "audit share (audit_share in PACKWISE_MARKETPLACES_FILE) ships some products in lighter types "
+                     "at random, whose outcomes certify; --calibrate-on all certifies on every shipment instead.")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from models import cli
 from models.dataset import CARD_JSON, TABLE
-from models.history import load_history
+from models.history import certification_shortfall, load_history
 from models.packtypes import PACK_TYPES
 from models.world import EPOCH, World, WorldConfig, capture_record, catalog_record
 from streams.scoring import Scorer
@@ -123,6 +123,9 @@ def test_only_shipments_whose_type_the_model_did_not_pick_certify(events: dict[s
     assert set(left_out) == {"model_certified", "off_decision"}
     assert sum(left_out.values()) == sum(unselected.shipments[cal][mine].sum(1))
     assert every.describe()["certified_on"]["calibration_rows_left_out"] == {}
+    warning = certification_shortfall(unselected, 0.05, 0.05)  # what a run that certified nothing would say
+    assert f"{sum(left_out.values()):,} recent shipments of calibration products were left out" in warning
+    assert "--calibrate-on all" in warning and "left out" not in certification_shortfall(every, 0.05, 0.05)
 
 
 def test_train_refuses_a_folder_that_is_not_a_dataset_or_too_small(
