@@ -318,7 +318,8 @@ def bench_table(shipments: int, products: int, threads: int, command: str) -> No
     record("The labelled table", [
         f"input: {counts['shipments']:,} shipment events ({shipments:,} distinct, 1% resent), "
         f"{counts['catalog-updates']:,} catalog updates, {counts['tunnel-captures']:,} captures, "
-        f"{counts['damage-reports']:,} damage reports, {products:,} products over 180 days "
+        f"{counts['damage-reports']:,} damage reports, {counts['pack-type-decisions']:,} decisions (each row "
+        f"joined to the one in force in its type), {products:,} products over 180 days "
         f"(generated in {generate_s:.1f} s, not timed)",
         f"table of {mature:,} shipments ({result['rows']:,} mature rows, {result['positives']:,} damaged, "
         f"{result['immature']:,} held back) in **{result['seconds']:.1f} s** (target <= 60 s: {verdict}), "
