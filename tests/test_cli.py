@@ -156,7 +156,7 @@ def subcommand_help() -> dict[str, str]:
 def test_help_shows_the_defaults_and_what_each_action_does() -> None:
     helps = subcommand_help()
     assert "--products PRODUCTS products in the simulated center (default: 300)" in helps["simulate"]
-    assert "--train-products TRAIN_PRODUCTS" in helps["demo"] and "(default: 8000)" in helps["demo"]
+    assert "--train-products TRAIN_PRODUCTS" in helps["demo"] and "(default: 16000)" in helps["demo"]
     assert "--limit N rows per table (default: 10)" in helps["watch"]
     assert "(default: the distinct targets of the marketplaces in force" in helps["train"]
     assert "--products PRODUCTS products in the world (default: 10000)" in helps["train"]
