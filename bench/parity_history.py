@@ -326,6 +326,15 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path, eval_world) -> dic
             "evaluation": result}
 
 
+def formatter(figure: str):
+    """How a figure prints: damage rates to 0.001%, other shares to 0.01%, PR-AUC to 0.001."""
+    if "damage rate" in figure:
+        return lambda v: f"{v:.3%}"
+    if not figure.startswith("pr_auc"):
+        return lambda v: f"{v:.2%}"
+    return lambda v: f"{v:.3f}"
+
+
 def table_lines(runs: list[dict]) -> list[str]:
     lines = []
     keys = [f"pr_auc {t}" for t in TYPES] + [f"certified {t}" for t in TYPES] + \
@@ -339,9 +348,7 @@ def table_lines(runs: list[dict]) -> list[str]:
         lines.append("  | figure | world path | history path | difference | difference / its SE |")
         lines.append("  |---|---|---|---|---|")
         for k in keys:
-            pct = not k.startswith("pr_auc")
-            fmt = (lambda v: f"{v:.3%}") if "damage rate" in k else (lambda v: f"{v:.2%}") if pct else \
-                (lambda v: f"{v:.3f}")
+            fmt = formatter(k)
             se = e["se"]["difference"][k]
             z = e["difference"][k] / se if se > 0 else float("nan")
             lines.append(f"  | {k} | {fmt(e['world'][k])} ± {fmt(e['se']['world'][k])} | {fmt(e['history'][k])} ± "
@@ -353,9 +360,7 @@ def table_lines(runs: list[dict]) -> list[str]:
         lines.append("  | figure | world path | history path | difference |")
         lines.append("  |---|---|---|---|")
         for k in keys:
-            pct = not k.startswith("pr_auc")
-            fmt = (lambda v: f"{v:.3%}") if "damage rate" in k else (lambda v: f"{v:.2%}") if pct else \
-                (lambda v: f"{v:.3f}")
+            fmt = formatter(k)
             cols = []
             for name in ("world", "history", "difference"):
                 v = [r["evaluation"][name][k] for r in runs]

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from models.dataset import DEFAULT_WINDOW_DAYS
 from models.packtypes import PACK_TYPES, PackType
 from streams.errors import PackwiseError
 from streams.marketplaces import Marketplace, load_marketplaces, targets_of
@@ -286,7 +287,7 @@ def clean_demos(settings: Settings, delete: bool) -> int:
     return 0
 
 
-WARMUP_WINDOW_DAYS = 30  # the demo dataset's attribution window (`packwise dataset build`'s default)
+WARMUP_WINDOW_DAYS = DEFAULT_WINDOW_DAYS  # the demo dataset's attribution window (`packwise dataset build`'s)
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ def warm_up(settings: Settings, products: int) -> float:
     print(f"warm-up: {written:,} events written to the run's topics ({counts})", flush=True)
     share = report_share(world.config, WARMUP_WINDOW_DAYS)
     print(f"warm-up: the simulated customers report {world.config.report_rate:.0%} of damages, {share:.0%} within "
-          f"the {WARMUP_WINDOW_DAYS}-day attribution window: the model certifies on reported damage at target x "
+          f"the {WARMUP_WINDOW_DAYS:g}-day attribution window: the model certifies on reported damage at target x "
           f"{share:.2f}", flush=True)
     return share
 

@@ -30,12 +30,12 @@ import numpy as np
 from models.packtypes import PACK_TYPES
 from models.world import Product, World, WorldConfig, capture_record, catalog_record, event_uuid, ship
 from streams.settings import Settings
+from streams.validation import EVENT_TIME_FIELDS
 
 CONTRACTS = {"catalog-updates": "catalog_update", "tunnel-captures": "tunnel_capture", "shipments": "shipment",
              "damage-reports": "damage_report"}
 
-TIME_FIELDS = {"catalog-updates": "updated_at", "tunnel-captures": "captured_at", "shipments": "shipped_at",
-               "damage-reports": "reported_at"}
+TIME_FIELDS = {base: EVENT_TIME_FIELDS[contract] for base, contract in CONTRACTS.items()}  # each topic's order
 
 
 @dataclass(frozen=True)
