@@ -344,7 +344,7 @@ def warm_up(settings: Settings, products: int) -> float:
     from models.world import World, WorldConfig
     from streams.warmup import HistoryConfig, history_events, printer, report_share, stream_history
 
-    config = HistoryConfig(products=products)
+    config = HistoryConfig()
     world = World.generate(WorldConfig(seed=config.seed, n_products=products))
     now = datetime.now(timezone.utc)
     print(f"warm-up: the simulated center's last {config.days:.0f} days before packwise, {products:,} products shipped "

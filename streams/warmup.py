@@ -40,9 +40,9 @@ TIME_FIELDS = {base: EVENT_TIME_FIELDS[contract] for base, contract in CONTRACTS
 
 @dataclass(frozen=True)
 class HistoryConfig:
-    """A warm-up period of the simulated center, ending at `end` (by default when it is generated)."""
+    """A warm-up period of the simulated center (its products are the world's; the period ends where the caller
+    says)."""
 
-    products: int = 8000
     seed: int = 1  # of the world: product ids P0001..., apart from a simulation's of another seed
     days: float = 150.0
     arrivals_days: float = 60.0  # products arrive over the first days of the period

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.kafka
 def test_a_warm_up_history_lands_whole_and_the_worker_group_starts_after_it(kafka_settings: Settings,
                                                                               tmp_path: Path) -> None:
     create_topics(kafka_settings)
-    config = HistoryConfig(products=150, seed=3)
+    config, products = HistoryConfig(seed=3), 150
     now = datetime.now(timezone.utc)
-    world = World.generate(WorldConfig(seed=config.seed, n_products=config.products))
+    world = World.generate(WorldConfig(seed=config.seed, n_products=products))
     events = history_events(world, config, end=now, reports_until=now)
     assert all(r["reported_at"] <= now for r in events["damage-reports"])
     earlier = history_events(world, config, end=now, reports_until=now - timedelta(days=60))
@@ -32,7 +32,7 @@ def test_a_warm_up_history_lands_whole_and_the_worker_group_starts_after_it(kafk
     assert 0 < len(earlier["damage-reports"]) < len(events["damage-reports"])
     shipped = [s["shipped_at"] for s in events["shipments"]]
     assert now - timedelta(days=config.days) < min(shipped) and max(shipped) < now
-    assert len({s["product_id"] for s in events["shipments"]}) == config.products
+    assert len({s["product_id"] for s in events["shipments"]}) == products
     assert {s["package_type"] for s in events["shipments"]} == {"box", "sioc", "poly_bag", "padded_mailer"}
 
     written = stream_history(kafka_settings, events)

@@ -31,7 +31,7 @@ def simulated_events(world: World, shipments_per_product: float, seed: int) -> d
     """The input topics' events of a history (streams/warmup.py history_events): per product a catalog record and a
     capture on its arrival day, shipments after it in package types drawn uniformly, and the damage reports the
     world's customers send, however late."""
-    config = HistoryConfig(products=len(world.products), seed=seed, days=HISTORY_DAYS, arrivals_days=ARRIVALS_DAYS,
+    config = HistoryConfig(seed=seed, days=HISTORY_DAYS, arrivals_days=ARRIVALS_DAYS,
                            shipments_per_product=shipments_per_product)
     events = history_events(world, config, end=EPOCH + timedelta(days=HISTORY_DAYS))
     return {base: events.get(base, []) for base in LANDED}
