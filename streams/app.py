@@ -24,6 +24,7 @@ from faust.sensors import Monitor
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from streams import changelog, delivery, failpoints, metrics, security
+from streams.errors import PackwiseError
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
@@ -62,6 +63,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         Monitor=Monitor if settings.faust_metrics else delivery.PerMessageQuietMonitor,
+        TableManager=changelog.PromptTableManager,
     )
     changelog.install(app)
     failpoints.arm(settings.failpoint)
@@ -272,9 +274,17 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
                                      for tp in owned if tp in ends})
 
     @app.task
-    async def export_model_version() -> None:
-        if scorer.version:  # the worker starts once the scoring process has loaded the bundle (streams/cli.py)
-            metrics.export_model_version(scorer.version)
+    async def load_model() -> None:
+        """The worker consumes while its scoring process loads the model (the first scoring batch waits for it,
+        in the scoring thread): a model that cannot load stops the worker, with the reason, as the CLI would."""
+        metrics.export_model_version(scorer.version)  # from the bundle's checked manifest
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, scorer.wait_ready)
+        except PackwiseError as error:
+            log.critical("worker_stopping_model_not_loaded", error=str(error))
+            os.write(2, f"packwise: {error}\n".encode())  # to the process's stderr: Faust redirects sys.stderr to its log
+            os._exit(error.exit_code)
+        log.info("model_loaded", model=scorer.version)
 
     @app.task
     async def learn_output_partitions() -> None:

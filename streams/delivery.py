@@ -21,6 +21,7 @@ import asyncio
 
 import faust
 from faust.sensors import Monitor
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from mode.services import WaitResults
 
@@ -31,11 +32,27 @@ def _awaits_event(coro: Any, event: Any) -> bool:
     return frame is not None and frame.f_locals.get("self") is event
 
 
+# How long a fetch may wait at the broker for data. Faust's driver hard-codes 1,500 ms; requests on the same
+# connection queue behind a waiting fetch, so each of a recovery's offset queries could wait that long at start-up
+# and at every rebalance. 500 ms is the Kafka clients' default.
+FETCH_MAX_WAIT_MS = 500
+
+
+class ShortFetchConsumerThread(AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher (aiokafka 0.x)
+        return consumer
+
+
 class FastDeliveryConsumer(AIOKafkaConsumer):
     fast_deliveries = 0  # counted for tests and diagnostics
     raced_deliveries = 0
 
     waits_for_room = 0
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return ShortFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     def delivery_cannot_wait(self) -> bool:
         """True when delivering a message to the streams runs to completion without yielding."""

@@ -152,20 +152,21 @@ class ScoringProcess:
 
     def __init__(self, path: str | Path, threads: int = 0, answer_timeout_s: float = 120.0,
                  wait: bool = True) -> None:
-        """Start the process; with `wait`, wait until the model is loaded (else call wait_ready() before
-        scoring: the worker does its other start-up work meanwhile)."""
+        """Start the process; with `wait`, wait until the model is loaded (else the first score() waits for it,
+        or wait_ready(): the worker starts consuming meanwhile)."""
         require_path(path)
         from models.bundle_files import BundleError, single_target, verify_files
 
         try:  # the common mistakes (no bundle there, a file missing or corrupt) without waiting for torch
-            verify_files(path)
+            manifest = verify_files(path)
         except BundleError as error:
             raise cannot_load(error) from None
         self.path = str(path)
         # version -> target of the verdicts that workers before per-target certification kept with this bundle
         known = single_target(path)
         self.legacy_targets: dict[str, float] = dict([known]) if known else {}
-        self.version = ""
+        self.version: str = manifest["version"]  # known before the model loads: the files are checked
+        self.ready = False
         self.answer_timeout_s = answer_timeout_s  # a batch takes well under a second; a hung model must not
         # hold the worker's partitions forever
         context = multiprocessing.get_context("spawn")
@@ -178,8 +179,9 @@ class ScoringProcess:
             self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 300.0) -> None:
-        """Block until the model is loaded; PackwiseError (the process stopped) when it cannot be."""
-        if self.version:
+        """Block until the model is loaded; PackwiseError (the process stopped) when it cannot be. score()
+        waits for it too, so a caller may start its other work first."""
+        if self.ready:
             return
         try:
             if not self._conn.poll(timeout_s):
@@ -195,7 +197,7 @@ class ScoringProcess:
         if kind != "ready":
             self.close()
             raise PackwiseError(value)
-        self.version = value
+        self.version, self.ready = value, True
 
     @property
     def pid(self) -> int | None:
@@ -204,6 +206,7 @@ class ScoringProcess:
     def score(self, jobs: list[ScoreJob]) -> list[ModelView]:
         if not jobs:
             return []
+        self.wait_ready()  # the first batch waits for the model, when the worker started before it loaded
         started = time.perf_counter()
         hung = threading.Event()
 

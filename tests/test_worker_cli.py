@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -104,3 +105,26 @@ def test_contracts_not_registered(kafka_settings: Settings, tmp_path: Path, trai
     assert_one_line(worker(settings), "has no current version of the contract(s) pack_type_decision",
                     "run `packwise schemas register`")
     assert strict_registry.writes() == []
+
+
+@pytest.mark.kafka
+def test_a_model_that_fails_to_load_stops_the_worker_that_started_meanwhile(kafka_settings: Settings, tmp_path: Path,
+                                                                           trained_bundle: Path) -> None:
+    """The worker joins its group while the scoring process loads the model: weights that pass the manifest's
+    checksums but that torch cannot read still stop it, with the reason last on its stderr and exit code 2."""
+    from models.bundle_files import sha256
+
+    broken = tmp_path / "unreadable"
+    shutil.copytree(trained_bundle, broken)
+    weights = broken / "weights.pt"
+    weights.write_bytes(b"not a torch checkpoint\n" * 100)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"]["weights.pt"] = sha256(weights)
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    settings = kafka_settings.replace(state_dir=str(tmp_path), model_path=str(broken))
+    create_topics(settings)
+    result = worker(settings)
+    assert result.returncode == 2, result.stderr[-2000:]
+    reason = result.stderr[result.stderr.rfind("packwise: "):]  # the last thing it says (torch's reason spans lines)
+    assert reason.startswith("packwise: cannot load the model") and "unreadable" in reason, result.stderr[-2000:]
+    assert "retrain with `packwise train" in reason
