@@ -166,6 +166,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise
         # Faust starts while the model loads: its start-up and recovery take as long (bench/first_event.py); the
         # first scoring batch waits for the model, and a model that cannot load stops the worker (streams/app.py)
+        if settings.wait_for_model:
+            scorer.wait_ready()
         # Faust and its dependencies are hundreds of thousands of long-lived objects: keep them out of the
         # cyclic garbage collector's full passes.
         gc.collect()

@@ -217,6 +217,11 @@ class Settings:
         0, "Threads torch uses in the worker's scoring process; 0: one per core but one, which is left to the "
         "worker's event loop (decoding, tables, publishing run there while a batch is scored).", _non_negative_int,
         "an integer >= 0")
+    wait_for_model: bool = _setting(
+        False, "Join the consumer group only once the scoring process has loaded the model. Default: join at once, "
+        "so a restarted worker recovers and applies shipments and reports while torch loads (its first capture "
+        "waits for the model); true suits scale-out, where the partitions a new worker takes keep being scored by "
+        "their old owner until it can score them.", _flag, "true or false")
     batch_within_s: float = _setting(
         0.01, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",
         _positive_float, "a number > 0")
