@@ -908,7 +908,7 @@ def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list
         loaded_rss = worker.rss_mib()
         worker.stop()
         disk = sum(f.stat().st_size for f in (tmp / "memory").rglob("*") if f.is_file()) / 2**20
-        restart = worker.start()
+        restart = worker.start(model=False)  # until it consumes: the model loads meanwhile
         wait_model_loaded(worker)
         restarted_rss = worker.rss_mib()
         first_event_clean = first_event_after_start(settings, worker, topics, "clean-0")

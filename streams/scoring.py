@@ -124,14 +124,17 @@ def _serve(path: str, threads: int, conn) -> None:
 
     configure_logging()  # its lines (a view that does not decode, torch's warnings) render as the worker's do
     try:
-        scorer = Scorer.load(path, threads)
-    except PackwiseError as error:
-        conn.send(("error", str(error)))
+        try:
+            scorer = Scorer.load(path, threads)
+        except PackwiseError as error:
+            conn.send(("error", str(error)))
+            return
+        except Exception as error:  # noqa: BLE001 - reported to the worker, which exits with it
+            conn.send(("error", f"cannot load the model from {path}: {error!r}"))
+            return
+        conn.send(("ready", scorer.version))
+    except OSError:  # BrokenPipeError among them: the worker stopped while the model loaded, nobody to tell
         return
-    except Exception as error:  # noqa: BLE001 - reported to the worker, which exits with it
-        conn.send(("error", f"cannot load the model from {path}: {error!r}"))
-        return
-    conn.send(("ready", scorer.version))
     while True:
         try:
             records = conn.recv()
@@ -140,9 +143,13 @@ def _serve(path: str, threads: int, conn) -> None:
         try:
             views = scorer.score_records(records)
         except Exception as error:  # noqa: BLE001 - one batch; the worker retries its jobs one by one
-            conn.send(("error", repr(error)))
+            answer = ("error", repr(error))
         else:
-            conn.send(("ok", [(v.probabilities, v.certified, v.version) for v in views]))
+            answer = ("ok", [(v.probabilities, v.certified, v.version) for v in views])
+        try:
+            conn.send(answer)
+        except OSError:  # the worker is gone
+            return
 
 
 class ScoringProcess:

@@ -17,6 +17,7 @@ from streams.errors import PackwiseError
 from streams.settings import Settings, env_name
 
 READY = "Worker]: Ready"
+MODEL_LOADED = "model_loaded"  # the worker is Ready (consuming) before its scoring process has loaded the model
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -42,8 +43,9 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self, wait_ready_s: float | None = 180.0) -> float:
-        """Start the worker; with wait_ready_s, wait until it is ready. Returns the seconds it took."""
+    def start(self, wait_ready_s: float | None = 180.0, model: bool = True) -> float:
+        """Start the worker; with wait_ready_s, wait until it is ready (consuming, and with `model` able to score
+        too). Returns the seconds it took."""
         self.starts += 1
         started = time.monotonic()
         with open(self.log_path, "a") as log:
@@ -53,18 +55,22 @@ class WorkerProcess:
             self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         if wait_ready_s:
-            self.wait_ready(wait_ready_s)
+            self.wait_ready(wait_ready_s, model)
         return time.monotonic() - started
 
     def _log_since_start(self) -> str:
         return self.log_path.read_text(errors="replace").rsplit(f"=== start {self.starts} ===", 1)[-1]
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, model: bool = True) -> None:
         deadline = time.monotonic() + timeout_s
-        while READY not in self._log_since_start():
+        marks = (READY, MODEL_LOADED) if model else (READY,)
+        while True:
+            text = self._log_since_start()
+            if all(mark in text for mark in marks):
+                return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                tail = "\n".join(self._log_since_start().splitlines()[-8:])
+                tail = "\n".join(text.splitlines()[-8:])
                 raise PackwiseError(f"the worker did not become ready within {timeout_s:.0f}s (log {self.log_path}):"
                                     f"\n{tail}")
             time.sleep(0.2)
