@@ -318,16 +318,6 @@ def wait_flow_resumed(worker: WorkerProcess, timeout_s: float = 180.0) -> None:
             time.sleep(0.01)
 
 
-def wait_model_loaded(worker: WorkerProcess, timeout_s: float = 180.0) -> None:
-    """Return once the worker's scoring process has loaded the model (the worker is Ready before that: it
-    recovers while torch loads), so a memory reading holds the model."""
-    deadline = time.monotonic() + timeout_s
-    while "model_loaded" not in worker._log_since_start():
-        if worker.process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not load its model within {timeout_s:.0f}s (log {worker.log_path})")
-        time.sleep(0.1)
-
-
 def stop_worker(worker: WorkerProcess, children: list[psutil.Process]) -> None:
     """Stop the worker by its pid, then make sure its children (the scoring process) went with it."""
     worker.stop()
@@ -895,8 +885,7 @@ def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list
     total = produce(settings, damage_events(settings, products, 1))
     topics = [settings.topic_prefix + "shipments", settings.topic_prefix + "damage-reports"]
     worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "memory")), tmp / "memory.log")
-    worker.start()
-    wait_model_loaded(worker)
+    worker.start()  # until it consumes and its model is loaded
     idle_rss = worker.rss_mib()
     peak = idle_rss
     started = time.monotonic()
@@ -909,7 +898,7 @@ def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list
         worker.stop()
         disk = sum(f.stat().st_size for f in (tmp / "memory").rglob("*") if f.is_file()) / 2**20
         restart = worker.start(model=False)  # until it consumes: the model loads meanwhile
-        wait_model_loaded(worker)
+        worker.wait_ready(180.0)  # and the model too, so the reading holds it
         restarted_rss = worker.rss_mib()
         first_event_clean = first_event_after_start(settings, worker, topics, "clean-0")
         worker.kill()
