@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -50,6 +50,25 @@ def read_local_state(worker_dir: Path, table: str) -> dict[str, Any]:
         finally:
             db.close()
     return values
+
+
+def product_stats(products: Mapping[str, Any], legacy: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """Each product's evidence (shipments and damages per package type, test outcomes, what was applied) from
+    the worker's products table, which keeps it under "stats"; `legacy`: the damage_stats table, where an older
+    worker kept it, for the products that got no event since."""
+    stats = dict(legacy or {})
+    stats.update((product, value["stats"]) for product, value in products.items() if "stats" in value)
+    return stats
+
+
+def read_stats(settings: Settings, timeout_s: float = 30.0) -> dict[str, dict]:
+    """Every product's evidence, read from the changelogs (see product_stats)."""
+    return product_stats(read_table(settings, "products", timeout_s), read_table(settings, "damage_stats", timeout_s))
+
+
+def read_local_stats(worker_dir: Path) -> dict[str, dict]:
+    """Every product's evidence in a stopped worker's own stores (see product_stats and read_local_state)."""
+    return product_stats(read_local_state(worker_dir, "products"), read_local_state(worker_dir, "damage_stats"))
 
 
 def read_topic(settings: Settings, topic: str, contract: str, timeout_s: float = 30.0) -> list[dict[str, Any]]:

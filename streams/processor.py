@@ -6,21 +6,27 @@ State, all keyed by product id (so co-partitioned with the inputs, DESIGN.md inv
 - catalog:      the latest catalog record, as its wire bytes
 - captures:     the latest tunnel capture, as its wire bytes (re-scoring after a catalog change needs it)
 - pending:      products with a capture waiting for their catalog record -> since (epoch seconds), partition
-- products:     marketplace, item size, the model's last verdict (or that it was sought and none came) as "model":
-                {"p": calibrated probabilities per type, "ok": {calibration target: "0111", a digit per type, 1 where
-                certified}, "version"} (workers before per-target certification kept "ok" as one list of booleans,
-                made at their bundle's single target), the current decision (whether it is provisional, and
-                how its type was chosen), and its open test request under "request": {"n": requests
-                made so far, and while one is open "type", "from" (the decision it was asked under), "g" (grams a pass
-                saves), "at" (when asked, epoch ms)}. Workers before the request lifecycle kept instead "tests", the
-                types they ever requested; such a product's requests are closed at its next decision.
-- damage_stats: shipments and damages per package type, the latest physical test outcome per package type
-                since the product last changed materially, and the event ids already applied with a digest of
-                each, which tells an exact resend (dropped) from another event under the same id (dead-lettered)
+- products:     one record per product, written at most once per state flush whatever changed in it (the
+                peers' one record per changed key per commit): marketplace, item size, the model's last verdict (or
+                that it was sought and none came) as "model": {"p": calibrated probabilities per type, "ok":
+                {calibration target: "0111", a digit per type, 1 where certified}, "version"} (workers before
+                per-target certification kept "ok" as one list of booleans, made at their bundle's single target),
+                the current decision (whether it is provisional, and how its type was chosen), its open test request
+                under "request": {"n": requests made so far, and while one is open "type", "from" (the decision it
+                was asked under), "g" (grams a pass saves), "at" (when asked, epoch ms)}, and its evidence under
+                "stats": shipments and damages per package type, the latest physical test outcome per package type
+                since the product last changed materially, and the event ids already applied with a digest of each,
+                which tells an exact resend (dropped) from another event under the same id (dead-lettered). Workers
+                before the request lifecycle kept instead "tests", the types they ever requested; such a product's
+                requests are closed at its next decision.
+- damage_stats: read only, for products whose evidence an older worker kept in this table of its own (it took a
+                second changelog record per changed product); the first event a product gets moves its evidence
+                into its products record, and the worker never writes this table again
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import hashlib
@@ -204,7 +210,7 @@ def new_stats() -> dict:
 
 
 def stats_of(value: dict | None) -> dict:
-    """A damage_stats value as new_stats() lays it out (values written before `seen` existed kept their
+    """A product's evidence as new_stats() lays it out (values written before `seen` existed kept their
     applied ids under "applied"; values written before digests were kept have none for their ids)."""
     if value is None:
         return new_stats()
@@ -350,13 +356,27 @@ class Processor:
             elif forgot_tests:
                 self.undecided[product] = (source, record["marketplace"])
 
+    def stats(self, product: str, state: Mapping[str, Any] | None = None) -> dict:
+        """The product's evidence, laid out as new_stats(): kept in its products record (`state`, when the caller
+        holds it), or, for a product whose evidence an older worker kept in damage_stats and that got no event
+        since, read from there."""
+        if state is None:
+            state = self.tables.products.get(product) or {}
+        kept = state.get("stats")
+        if kept is not None:
+            return stats_of(kept)
+        legacy = self.tables.damage_stats.get(product)  # a copy: the caller changes it, that table stays as it was
+        return stats_of(copy.deepcopy(legacy) if legacy is not None else None)
+
     def _forget_tests(self, product: str) -> bool:
         """A material change makes a new product as far as the lab is concerned: its test outcomes, passes and
         failures alike, no longer hold (a pass for the mug says nothing about the vase it became)."""
-        stats = self.tables.damage_stats.get(product)
-        if not stats or not stats.get("tests"):
+        state = self.tables.products.get(product) or {}
+        stats = self.stats(product, state)
+        if not stats.get("tests"):
             return False
-        self.tables.damage_stats[product] = {**stats, "tests": {}}
+        state["stats"] = {**stats, "tests": {}}
+        self.tables.products[product] = state
         return True
 
     def _forget(self, product: str) -> list[Outgoing]:
@@ -366,8 +386,12 @@ class Processor:
         now = _millis_now(self.clock)
         out += [self._closing_message(product, state, request, RequestStatus.WITHDRAWN, "the product left the catalog",
                                       now) for request in self._open_requests(product, state)]
-        for table in (t.catalog, t.captures, t.pending, t.products):
+        for table in (t.catalog, t.captures, t.pending):
             table.pop(product, None)
+        if "stats" in state:  # its shipments and reports happened: they count again if it comes back
+            t.products[product] = {"stats": state["stats"]}
+        else:
+            t.products.pop(product, None)
         return out
 
     def on_captures(self, batch: list[Incoming]) -> tuple[list[Outgoing], list[ScoreJob]]:
@@ -411,7 +435,8 @@ class Processor:
         t = self.tables
         contracts = {self.topics.shipments: "shipment", self.topics.damage_reports: "damage_report",
                      self.topics.test_results: "test_result"}
-        touched: dict[str, tuple[dict, tuple[str, int], str | None]] = {}  # product -> stats, source, marketplace
+        # product -> its products record, its evidence, source, marketplace
+        touched: dict[str, tuple[dict, dict, tuple[str, int], str | None]] = {}
         times = self._event_times()
         for message in batch:
             contract = contracts.get(message.topic, "damage_report")
@@ -420,10 +445,11 @@ class Processor:
                 continue
             product, record = read
             if product in touched:
-                stats, source, marketplace = touched[product]
+                state, stats, source, marketplace = touched[product]
             else:
                 with self.context(message.topic, message.partition):
-                    stats, source, marketplace = stats_of(t.damage_stats.get(product)), None, None
+                    state = t.products.get(product) or {}
+                    stats, source, marketplace = self.stats(product, state), None, None
             seen = stats["seen"].get(contract)
             if seen is not None and seen[0] == message.partition and message.offset <= seen[1]:
                 metrics.DUPLICATES.labels(topic=message.topic).inc()  # redelivered
@@ -438,7 +464,7 @@ class Processor:
                     out.append(self._dead_letter(message, ValidationError(
                         f"conflicting_duplicate: event_id {event_id!r} was applied before to product {product!r} "
                         "with other contents; the first one counts, and only an exact resend may repeat an id")))
-                touched[product] = (stats, (message.topic, message.partition), marketplace)
+                touched[product] = (state, stats, (message.topic, message.partition), marketplace)
                 continue
             if contract == "test_result":  # the latest outcome per type counts
                 passed = record["samples_passed"] == record["samples_tested"]
@@ -446,21 +472,21 @@ class Processor:
                     TestOutcome.PASSED if passed else TestOutcome.FAILED).value
                 metrics.TEST_RESULTS.labels(package_type=record["package_type"],
                                             outcome="passed" if passed else "failed").inc()
-                with self.context(message.topic, message.partition):
-                    out += self._answer_requests(product, record, passed)
+                out += self._answer_requests(product, state, record, passed)
             else:
                 column = "shipments" if contract == "shipment" else "damages"
                 stats[column][PackType(record["package_type"]).index] += 1
             stats["recent"].append(event_id)
             stats["digests"] += digest
-            touched[product] = (stats, (message.topic, message.partition),
+            touched[product] = (state, stats, (message.topic, message.partition),
                                 record["marketplace"] if contract != "damage_report" else marketplace)
         undecided = self.undecided
-        for product, (stats, source, marketplace) in touched.items():
+        for product, (state, stats, source, marketplace) in touched.items():
+            del stats["recent"][:-RECENT_IDS_KEPT]
+            stats["digests"] = stats["digests"][-RECENT_IDS_KEPT * DIGEST_CHARS:]
+            state["stats"] = stats
             with self.context(*source):
-                del stats["recent"][:-RECENT_IDS_KEPT]
-                stats["digests"] = stats["digests"][-RECENT_IDS_KEPT * DIGEST_CHARS:]
-                t.damage_stats[product] = stats
+                t.products[product] = state
             if product in undecided:
                 marketplace = marketplace or undecided[product][1]
             undecided[product] = (source, marketplace)
@@ -525,7 +551,7 @@ class Processor:
             state = t.products.get(product) or {}
         model = state.get("model")
         if stats is None:
-            stats = stats_of(t.damage_stats.get(product))
+            stats = self.stats(product, state)
         market = self._market(state)
         decision = self._decide(self._verdict(model) if model else None,
                                 tuple(stats["shipments"]), tuple(stats["damages"]), market.code,
@@ -644,11 +670,9 @@ class Processor:
             state["request"] = {"n": n}
         return out
 
-    def _answer_requests(self, product: str, result: Mapping[str, Any], passed: bool) -> list[Outgoing]:
-        """Close as answered the product's open request that a test result names, or whose type it tested."""
-        state = self.tables.products.get(product)
-        if not state:
-            return []
+    def _answer_requests(self, product: str, state: dict, result: Mapping[str, Any], passed: bool) -> list[Outgoing]:
+        """Close as answered the product's open request that a test result names, or whose type it tested, in its
+        products record `state` (which the caller writes)."""
         out = []
         for request in self._open_requests(product, state):
             if result["request_id"] != request.request_id and result["package_type"] != request.package_type:
@@ -662,8 +686,6 @@ class Processor:
                 state["tests"] = [pack for pack in state["tests"] if pack != request.package_type]
             else:
                 state["request"] = {"n": state["request"]["n"]}
-        if out:
-            self.tables.products[product] = state
         return out
 
     def _decide_uncached(self, model: tuple | None, shipments: tuple[int, ...], damages: tuple[int, ...],

@@ -60,9 +60,10 @@ TABLES = {
     "catalog": "latest catalog record per product",
     "captures": "latest tunnel capture per product",
     "pending": "captures waiting for their catalog record",
-    "products": "model verdict, decision and requested tests per product",
-    "damage_stats": "shipments, damages and physical test outcomes per package type, with the last offsets and "
-                    "event ids applied",
+    "products": "per product, one record: model verdict, decision, requested tests, and its evidence (shipments, "
+                "damages and physical test outcomes per package type, with the last offsets and event ids applied)",
+    "damage_stats": "read only: the evidence of products an older worker kept here, until their next event moves it "
+                    "into products",
 }
 DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_RETENTION_DAYS = 30

@@ -29,7 +29,7 @@ from confluent_kafka import Producer
 
 from streams.broker import free_port
 from streams.console.process import ConsoleProcess
-from streams.inspect import read_table
+from streams.inspect import read_stats, read_table
 from streams.serde import Serde
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, run_simulation
@@ -228,7 +228,7 @@ def _late_shipment(run: Run) -> tuple[str, dict]:
 def test_a_dead_letter_replayed_after_a_fix_reaches_the_worker_once(run: Run, page) -> None:
     run.simulated()
     product, _ = _late_shipment(run)
-    before = sum(read_table(run.settings, "damage_stats")[product]["shipments"])
+    before = sum(read_stats(run.settings)[product]["shipments"])
     page.goto(run.console.url + "/dead-letters")
     wait_for(lambda: page.locator("table.dead tbody tr", has_text="event_time").count() == 1, 60,
              "the dead letter to show up live")
@@ -241,7 +241,7 @@ def test_a_dead_letter_replayed_after_a_fix_reaches_the_worker_once(run: Run, pa
     row.locator("input.pick").check()
     page.click("#replay")
     wait_for(lambda: "replayed 1 dead letter" in page.inner_text("#replay-result"), 30, "the replay to be confirmed")
-    shipments = lambda: sum(read_table(run.settings, "damage_stats")[product]["shipments"])  # noqa: E731
+    shipments = lambda: sum(read_stats(run.settings)[product]["shipments"])  # noqa: E731
     wait_for(lambda: shipments() == before + 1, 60, "the worker to count the replayed shipment")
     # replaying it again, from the command line this time, is refused; the count stays
     again = subprocess.run([sys.executable, "-m", "streams.cli", "dlq", "replay", coordinates], capture_output=True,

@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from models.packtypes import PACK_TYPES
-from streams.inspect import read_local_state, read_table, read_topic
+from streams.inspect import read_local_state, read_local_stats, read_stats, read_table, read_topic
 from streams.serde import Serde
 from streams.settings import Settings
 from streams.topics import create_topics, producer_config
@@ -61,13 +61,13 @@ def differences(values: dict[str, dict], truth: Truth) -> list[str]:
 
 
 def assert_changelog_converges(settings: Settings, truth: Truth) -> None:
-    wrong = wait_until(lambda: differences(read_table(settings, "damage_stats"), truth), lambda w: not w, 120)
+    wrong = wait_until(lambda: differences(read_stats(settings), truth), lambda w: not w, 120)
     assert wrong == [], f"{len(wrong)} products differ from ground truth in the changelog, e.g. {wrong[:3]}"
 
 
 def assert_local_state(workers: list[WorkerProcess], truth: Truth) -> None:
     """Every stopped worker's own store: never ahead of the truth; the owner of each product exact."""
-    local = [read_local_state(w.settings.worker_dir, "damage_stats") for w in workers]
+    local = [read_local_stats(w.settings.worker_dir) for w in workers]
     ahead = [f"{p}: {v['shipments']}" for state in local for p, v in state.items()
              if any(a > b for a, b in zip(v["shipments"], truth[p]))]
     assert ahead == [], f"local state ahead of ground truth: {ahead[:3]}"
@@ -189,7 +189,7 @@ def test_inputs_near_the_broker_limit_are_processed_or_dead_lettered_without_a_r
         ship(big, 3)
         assert producer.flush(30) == 0 and len(placed) == 3
 
-        stats = wait_until(lambda: read_table(base, "damage_stats"),
+        stats = wait_until(lambda: read_stats(base),
                            lambda s: sum(s.get(small, {}).get("shipments", [])) == 2 and big in s, 90)
         assert sum(stats[small]["shipments"]) == 2 and sum(stats[big]["shipments"]) == 1
         products = wait_until(lambda: read_table(base, "products"), lambda p: "model" in p.get(big, {}), 90)

@@ -55,7 +55,7 @@ def test_every_hostile_message_is_dead_lettered_and_the_good_ones_around_it_appl
             assert (record["topic"], record["partition"], record["original_value"]) == (topic, 1, item.value)
             assert item.reason in record["reason"], f"{contract} / {item.label}: {record['reason']}"
     product = SAMPLES["shipment"]["product_id"]
-    stats = processor.tables.damage_stats[product]
+    stats = processor.stats(product)
     assert sum(stats["shipments"]) == goods["shipment"] and sum(stats["damages"]) == goods["damage_report"]
     assert product in processor.tables.catalog and product in processor.tables.captures
 
@@ -69,7 +69,7 @@ def test_a_resend_is_silent_and_a_conflicting_one_is_a_dead_letter(processor: Pr
                                     Incoming(topic, 0, 2, key, conflicting)])
     [letter] = [SERDE.decode("dead_letter", m.value) for m in out if m.topic == topic + ".dlq"]
     assert letter["offset"] == 2 and letter["reason"].startswith("conflicting_duplicate")
-    stats = processor.tables.damage_stats[key.decode()]
+    stats = processor.stats(key.decode())
     assert sum(stats["shipments" if contract == "shipment" else "damages"]) == 1
 
 

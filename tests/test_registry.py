@@ -82,7 +82,7 @@ def test_the_worker_dead_letters_a_wrong_contract_and_counts_the_events_around_i
     record = serde.decode("dead_letter", letter.value)
     assert record["error_type"] == "WrongContract" and record["reason"].startswith("wrong_contract:")
     assert (record["topic"], record["partition"], record["offset"], record["original_value"]) == (topic, 0, 11, bad)
-    stats = processor.tables.damage_stats[shipment["product_id"]]
+    stats = processor.stats(shipment["product_id"])
     assert sum(stats["shipments"]) == 2
     assert strict_registry.writes() == []
 

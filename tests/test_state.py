@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections import Counter
 import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -353,14 +354,37 @@ def test_state_after_any_crash_equals_the_fold_of_the_distinct_events(history) -
         counts = expected.setdefault(product, {"shipments": [0] * 4, "damages": [0] * 4})
         counts["shipments" if kind == "shipment" else "damages"][[p.value for p in PACK_TYPES].index(pack)] += 1
 
-    def counts(table: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
-        return {p: {"shipments": v["shipments"], "damages": v["damages"]} for p, v in table.items()}
+    def counts(table: dict[str, Any]) -> dict[str, dict[str, list[int]]]:  # the products table's evidence
+        return {p: {"shipments": v["stats"]["shipments"], "damages": v["stats"]["damages"]}
+                for p, v in table.items()}
 
-    assert counts(cluster.table("damage_stats")) == expected
+    assert counts(cluster.table("products")) == expected
     cluster.recover(wipe=False)  # the worker's own disk, as a restart under the same name would see it
-    local = {decode_key(k): json.loads(v) for store in [cluster.stores["damage_stats"]]
+    local = {decode_key(k): json.loads(v) for store in [cluster.stores["products"]]
              for p in range(PARTITIONS) for k, v in store.items(p)}
     assert counts(local) == expected
+    assert cluster.table("damage_stats") == {}  # read only, for what older workers kept there
+
+
+def test_a_flush_writes_one_record_per_changed_product_whatever_changed_in_it() -> None:
+    """Counts, the marketplace a shipment taught, the decision: one products record per product per flush (a
+    second table for the counts cost a second record for every product)."""
+    inputs: dict[int, list[Incoming]] = {p: [] for p in range(PARTITIONS)}
+    products = PRODUCTS[:6]
+    for round_ in range(3):
+        for product in products:
+            partition = partition_of(product)
+            inputs[partition].append(Incoming("shipments", partition, len(inputs[partition]), product.encode(),
+                                              event_bytes(product, "shipment", "box", f"{product}-{round_}")))
+    cluster = Cluster()
+    worker = Worker(cluster, inputs)
+    worker.drain()
+    written = Counter(table for (table, _), records in cluster.changelog.items() for _ in records)
+    assert written == {"products": len(products)}
+    for product, value in cluster.table("products").items():
+        assert value["stats"]["shipments"][[p.value for p in PACK_TYPES].index("box")] == 3
+        assert sum(value["stats"]["shipments"]) == 3 and value["decision"] and value["marketplace"]
+    assert len(cluster.outputs) == len(products)  # one decision each
 
 
 def test_the_cache_stays_within_its_bound_however_keys_are_rewritten() -> None:

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from models.packtypes import PackType
-from streams.inspect import read_table, read_topic
+from streams.inspect import read_stats, read_table, read_topic
 from streams.serde import Serde
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, SimulationResult, run_simulation
@@ -60,7 +60,7 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool], timeout_s: flo
 
 
 def count_mismatches(settings: Settings, result: SimulationResult) -> list[str]:
-    stats = read_table(settings, "damage_stats")
+    stats = read_stats(settings)
     wrong = []
     for product in result.truth.shipments:
         expected = (result.truth.shipments[product], result.truth.damages.get(product, [0, 0, 0, 0]))
@@ -228,7 +228,7 @@ def test_hostile_input_goes_to_dead_letters_with_coordinates(base: Settings, wor
     for (topic, _), (reason, partition, offset) in placed.items():
         assert reason in letters[(topic, partition, offset)]["reason"]
     product = SAMPLES["shipment"]["product_id"]
-    stats = wait_until(lambda: read_table(base, "damage_stats").get(product),
+    stats = wait_until(lambda: read_stats(base).get(product),
                        lambda s: s is not None and sum(s["damages"]) >= good["damage_report"]
                        and sum(s["shipments"]) >= good["shipment"], 30)
     assert (sum(stats["shipments"]), sum(stats["damages"])) == (good["shipment"], good["damage_report"])
@@ -308,7 +308,7 @@ def test_customer_text_stays_in_damage_reports_and_their_dead_letters(base: Sett
     assert len(letters) == len(invalid)
     assert all(marker.encode() in letter["original_value"] for letter in letters)  # kept for replay
     assert [letter["reason"] for letter in letters if marker in letter["reason"]] == []
-    stats = wait_until(lambda: read_table(base, "damage_stats").get(product),
+    stats = wait_until(lambda: read_stats(base).get(product),
                        lambda s: s is not None and sum(s["damages"]) == len(valid) + 1 and sum(s["shipments"]) == 5, 60)
     assert (sum(stats["shipments"]), sum(stats["damages"])) == (5, len(valid) + 1)
     decisions = wait_until(lambda: read_topic(base, base.topic_prefix + "pack-type-decisions", "pack_type_decision"),
