@@ -881,7 +881,10 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
             f"capture -> decision: p50 {p(0.50):.0f} ms, p90 {p(0.90):.0f} ms, p99 {p(0.99):.0f} ms, max {lat[-1]:.0f} ms "
             + target(p(0.99), "<=", target_ms, f"{target_ms} ms"),
             f"{len(slow)} captures ({len(slow) / len(lat):.1%}) took more than {target_ms} ms; they were sent in second(s) "
-            f"{', '.join(map(str, seconds_with_slow[:20])) or '-'} of the run"]
+            f"{', '.join(map(str, seconds_with_slow[:20])) or '-'} of the run",
+            "p50 by when the captures were sent (5 s windows): " + ", ".join(
+                f"{window * 5}-{window * 5 + 5} s {statistics.median(ms for t, ms in timed if int(t // 5) == window):.0f} ms"
+                for window in sorted({int(t // 5) for t, _ in timed}))]
 
 
 def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list[str]:

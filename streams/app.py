@@ -60,6 +60,9 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         producer_acks=-1,
         producer_linger_ms=5,
         producer_max_request_size=limits.max_record_bytes,
+        # aiokafka buffers 16 KB per partition by default, and a send waits while that is full: a 17 KB capture
+        # then costs a round trip of its own, and a flush's changelog records trickle out a batch at a time
+        producer_max_batch_size=limits.max_record_bytes,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 10),
         Monitor=Monitor if settings.faust_metrics else delivery.PerMessageQuietMonitor,
