@@ -192,8 +192,9 @@ class LocalBroker:
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             # the controller appends a no-op record to the metadata log every 500 ms by default, so that brokers
-            # see it alive; on one node that costs most of what the broker burns at rest (the raft I/O thread,
-            # the controller, the broker replaying the record), for nothing: every 10 s is plenty
+            # see it alive; on one node that is a third or more of what the broker burns at rest (the raft I/O
+            # thread, the controller, the broker replaying it: 0.14-0.16 of a core with it, 0.06-0.11 every 10 s,
+            # bench/broker_idle.py), for nothing
             "metadata.max.idle.interval.ms=10000",
             "auto.create.topics.enable=false",
             "",
