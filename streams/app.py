@@ -33,6 +33,7 @@ from streams.serde import Serde
 from streams.settings import Settings
 from streams.state import WIRE_TABLES, StateLayer, TableSpec, codec_for
 from streams.topics import TABLES, TopicRole, topic_specs
+from streams.workers import MODEL_LOADED
 
 log = get_logger("packwise.worker")
 # the contracts the worker writes: its outputs and dead letters
@@ -287,7 +288,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
             log.critical("worker_stopping_model_not_loaded", error=str(error))
             os.write(2, f"packwise: {error}\n".encode())  # to the process's stderr: Faust redirects sys.stderr to its log
             os._exit(error.exit_code)
-        log.info("model_loaded", model=scorer.version)
+        log.info(MODEL_LOADED, model=scorer.version)  # what WorkerProcess (tests, benches, the demo) waits for
 
     @app.task
     async def learn_output_partitions() -> None:

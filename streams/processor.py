@@ -348,7 +348,7 @@ class Processor:
             del t.pending[product]
             jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)), source))
         elif previous and any(previous[f] != record[f] for f in MATERIAL_FIELDS):
-            forgot_tests = self._forget_tests(product)
+            forgot_tests = self._forget_tests(product, state)
             if state.get("model") or product in t.captures:
                 # a captured product whose first verdict is still being scored (from the old text) is scored again
                 jobs.append(ScoreJob(product, record, self._decoded("tunnel_capture", t.captures.get(product)),
@@ -368,10 +368,10 @@ class Processor:
         legacy = self.tables.damage_stats.get(product)  # a copy: the caller changes it, that table stays as it was
         return stats_of(copy.deepcopy(legacy) if legacy is not None else None)
 
-    def _forget_tests(self, product: str) -> bool:
+    def _forget_tests(self, product: str, state: dict) -> bool:
         """A material change makes a new product as far as the lab is concerned: its test outcomes, passes and
-        failures alike, no longer hold (a pass for the mug says nothing about the vase it became)."""
-        state = self.tables.products.get(product) or {}
+        failures alike, no longer hold (a pass for the mug says nothing about the vase it became). `state`: its
+        products record, which this writes back when it changes."""
         stats = self.stats(product, state)
         if not stats.get("tests"):
             return False
