@@ -834,7 +834,7 @@ def bench_contention(bundle: Path, products: int = 512, repeats: int = 3) -> lis
             f"in a scoring process (streams/scoring.py), beside the same thread: {m(own):,.0f} captures/s"]
 
 
-def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds: float) -> list[str]:
+def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rate: float, seconds: float) -> list[str]:
     settings = base.replace(app_id=f"bench-lat-{uuid.uuid4().hex[:6]}", topic_prefix=f"la{uuid.uuid4().hex[:6]}.")
     create_topics(settings)
     count = int(rate * seconds)
@@ -849,6 +849,11 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
         producer = Producer(producer_config(settings, **{"linger.ms": 0}))
         topic = settings.topic_prefix + "tunnel-captures"
         producer.list_topics(topic, timeout=10)  # a tunnel's producer is long-lived: connected, metadata known
+        parent = psutil.Process(worker.process.pid)
+        scoring = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+        processes = {"worker": parent, "scoring process": scoring[0], "broker": cluster.process(),
+                     "this benchmark (the tunnel's producer)": psutil.Process()}
+        cpu_before = cpu_seconds(processes)
         started = time.monotonic()
         for i, capture in enumerate(captures):
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
@@ -856,6 +861,9 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
             producer.produce(topic, key=capture["product_id"].encode(),
                              value=SERDE.encode("tunnel_capture", {**capture, "captured_at": now}))
             producer.poll(0)
+        # while the captures were sent: the machine's share each process took at this rate
+        cores = {name: (after - cpu_before[name]) / (time.monotonic() - started)
+                 for name, after in cpu_seconds(processes).items()}
         producer.flush(30)
         time.sleep(5.0)
         decisions = read_topic(settings, settings.topic_prefix + "pack-type-decisions", "pack_type_decision")
@@ -884,7 +892,10 @@ def bench_latency(base: Settings, tmp: Path, bundle: Path, rate: float, seconds:
             f"{', '.join(map(str, seconds_with_slow[:20])) or '-'} of the run",
             "p50 by when the captures were sent (5 s windows): " + ", ".join(
                 f"{window * 5}-{window * 5 + 5} s {statistics.median(ms for t, ms in timed if int(t // 5) == window):.0f} ms"
-                for window in sorted({int(t // 5) for t, _ in timed}))]
+                for window in sorted({int(t // 5) for t, _ in timed})),
+            f"CPU while the captures were sent, in cores of the machine's {len(os.sched_getaffinity(0))} (CPU ms per "
+            f"capture): " + ", ".join(f"{name} {used:.2f} ({used * 1000 / rate:.1f})" for name, used in cores.items())
+            + f"; {sum(cores.values()):.2f} in all"]
 
 
 def bench_memory(base: Settings, tmp: Path, bundle: Path, products: int) -> list[str]:
@@ -1037,7 +1048,7 @@ def main() -> None:
                                                  args.resends, args.runs, sets, args.zipf_s, args.seed,
                                                  args.all_floors),
                     "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products),
-                    "latency": lambda: bench_latency(base, tmp, bundle, args.rate, args.seconds),
+                    "latency": lambda: bench_latency(base, cluster, tmp, bundle, args.rate, args.seconds),
                     "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products),
                     "contention": lambda: bench_contention(bundle),
                     "security": security}
