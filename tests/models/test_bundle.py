@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import cli
+from models import cli, features
 from models.bundle import Bundle, BundleError, Prediction, load_bundle, save_bundle
 from models.packtypes import PACK_TYPES, PackType
 from models.world import capture_record, catalog_record
@@ -61,6 +61,21 @@ def test_predict_scores_records_like_training_did(bundle: Bundle, records, train
                 assert prediction.certified[target][pack] == (prediction.probabilities[pack] <= thresholds[t])
             light = [p for p in PACK_TYPES if prediction.certified[target][p]]
             assert prediction.lightest_certified[target] == (light[0] if light else None)
+
+
+def test_a_loaded_bundle_runs_its_image_backbone_traced_and_scores_exactly_as_the_trained_network(
+        bundle: Bundle, records, trained) -> None:
+    """The worker scores with the traced backbone (no Python between its modules); the verdicts must be the
+    trained network's to the last bit, whatever the batch size and however many views a capture has."""
+    assert isinstance(bundle.model.image.backbone, torch.jit.ScriptModule)
+    eager = trained.multimodal.model.eval()
+    assert not isinstance(eager.image.backbone, torch.jit.ScriptModule)
+    products, catalogs, captures = records
+    captures = [dict(c, views=c["views"][:1 + i % len(c["views"])]) for i, c in enumerate(captures)]
+    for size in (1, 2, 5, len(products)):
+        f = features.from_records(bundle.tokenizer, catalogs[:size], captures[:size], bundle.image_size)
+        with torch.inference_mode():
+            assert torch.equal(bundle.model(f), eager(f))
 
 
 def test_the_bundle_carries_thresholds_per_target_and_old_workers_read_the_strictest(bundle: Bundle, bundle_dir,
