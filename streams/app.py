@@ -28,6 +28,7 @@ from streams.errors import PackwiseError
 from streams.logs import get_logger
 from streams.marketplaces import load_marketplaces
 from streams.processor import Incoming, Limits, Outgoing, Processor, ScoreJob, Tables, TopicNames
+from streams.policy import ModelView
 from streams.scoring import ScoringFailed, ScoringProcess, score_one_by_one
 from streams.serde import Serde
 from streams.settings import Settings
@@ -133,16 +134,20 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         for message in messages:
             await sender.publish(message.topic, message.key.encode(), message.value)
 
-    async def score(jobs: list[ScoreJob]) -> list[Outgoing]:
+    async def views_of(jobs: list[ScoreJob]) -> list[ModelView | None]:
+        """The model's views of `jobs`, scored in the executor's one thread: batches submitted one after the other
+        are scored back to back, in submission order."""
         if not jobs:
             return []
         loop = asyncio.get_running_loop()
         try:
-            views = await loop.run_in_executor(executor, scorer.score, jobs)
+            return await loop.run_in_executor(executor, scorer.score, jobs)
         except ScoringFailed as error:  # one unreadable input must not sink the batch: retry one by one
             log.error("scoring_batch_failed", error=repr(error), jobs=len(jobs))
-            views = await loop.run_in_executor(executor, score_one_by_one, scorer.score, jobs)
-        return processor.apply_scores(jobs, views)
+            return await loop.run_in_executor(executor, score_one_by_one, scorer.score, jobs)
+
+    async def score(jobs: list[ScoreJob]) -> list[Outgoing]:
+        return processor.apply_scores(jobs, await views_of(jobs)) if jobs else []
 
     def incoming(event: faust.EventT) -> Incoming:
         m = event.message
@@ -162,20 +167,23 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
             timer.observe(time.perf_counter() - started)
 
     async def scored_in_background(stream: faust.StreamT, agent: str, first_stage) -> None:
-        """The scoring agents' loop, two batches deep: while the executor thread scores batch N, the event
-        loop reads batch N+1 and updates its state (`first_stage`), so the model waits neither for Kafka
-        nor for the tables.
+        """The scoring agents' loop, pipelined: batch N+1 is read, its state updated (`first_stage`) and handed to
+        the scoring thread while batch N scores, so the model goes from one batch to the next without waiting for
+        Kafka, the tables, or the decisions of the batch before (applied and published here, in read order,
+        while the next one scores).
 
         Nothing is acked early: each event of a batch keeps the reference `batches` took until the batch's
         decisions are handed to the producer and a flush has made its state durable, so the consumer
-        commits no offset whose outputs are not out (a rebalance waits for it, as for any unacked event). At most
-        one batch of an agent scores at a time, in read order, so a product's verdicts apply in the order
+        commits no offset whose outputs are not out (a rebalance waits for it, as for any unacked event). One
+        thread scores, a batch at a time; verdicts apply in read order, so a product's verdicts apply in the order
         of its captures."""
+        applying: asyncio.Future | None = None  # the last batch's finish(): its views awaited, applied, published
         scoring: asyncio.Future | None = None
 
-        async def finish(events: list[faust.EventT], out: list[Outgoing], jobs: list[ScoreJob]) -> None:
+        async def finish(events: list[faust.EventT], out: list[Outgoing], jobs: list[ScoreJob],
+                         views: asyncio.Future) -> None:
             try:
-                await publish(out + await score(jobs))
+                await publish(out + processor.apply_scores(jobs, await views))
             except asyncio.CancelledError:
                 raise  # shutting down: the events stay unacked and are read again after the restart
             except Exception as error:  # see fail_stop
@@ -186,14 +194,16 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
         try:
             async for events, batch in batches(stream, agent):
                 out, jobs = first_stage(batch)
-                if scoring is not None:
-                    await scoring
-                scoring = asyncio.ensure_future(finish(events, out, jobs))
-            if scoring is not None:
-                await scoring
+                scoring = asyncio.ensure_future(views_of(jobs))  # scored right after the batch before, if any
+                if applying is not None:
+                    await applying  # verdicts apply in read order
+                applying, scoring = asyncio.ensure_future(finish(events, out, jobs, scoring)), None
+            if applying is not None:
+                await applying
         finally:
-            if scoring is not None and not scoring.done():
-                scoring.cancel()
+            for pending in (scoring, applying):
+                if pending is not None and not pending.done():
+                    pending.cancel()
 
     def fail_stop(agent):
         """Bad messages never raise (they become dead letters), so an exception here is a bug or a lost
