@@ -53,6 +53,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -225,6 +232,13 @@ class Settings:
     batch_within_s: float = _setting(
         0.01, "Longest wait to fill a scoring batch, in seconds; bounds the latency batching adds.",
         _positive_float, "a number > 0")
+    fetch_pace_ms: float = _setting(
+        10.0, "Milliseconds between the worker's fetches from a broker while messages keep coming: a fetch goes no "
+        "sooner than this after the last one that brought messages was sent, so a busy topic's messages come in "
+        "fewer, fuller fetches (each asks for every partition the worker owns, and costs the worker and the broker "
+        "CPU). A quiet topic's next message is fetched as soon as it arrives. 0: fetch again at once, as Kafka's "
+        "clients do.", _non_negative_float,
+        "a number >= 0")
     catalog_wait_s: float = _setting(
         30.0, "How long a capture waits for its product's catalog record before it is scored on images only.",
         _positive_float, "a number > 0")

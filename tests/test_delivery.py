@@ -116,3 +116,105 @@ def test_other_waits_are_left_to_faust() -> None:
         assert (consumer.fast_deliveries, consumer.raced_deliveries) == (0, 0)
 
     in_app(test)
+
+
+class FakeFetcher:
+    """aiokafka's fetcher as pace_fetches sees it: _proc_fetch_request returns whether the fetch brought records."""
+
+    def __init__(self, brings: list[bool], clock: list[float], trips: list[float] | None = None) -> None:
+        self.brings, self.clock, self.sent_at = list(brings), clock, []
+        self.trips = list(trips) if trips else [0.002] * len(brings)  # how long each fetch takes to return
+
+    async def _proc_fetch_request(self, assignment, node_id, request) -> bool:
+        self.sent_at.append(self.clock[0])
+        self.clock[0] += self.trips.pop(0)
+        return self.brings.pop(0)
+
+
+def paced_fetcher(brings: list[bool], pace_s: float = 0.010, trips: list[float] | None = None):
+    clock = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        clock[0] += seconds
+
+    fetcher = FakeFetcher(brings, clock, trips)
+    delivery.pace_fetches(fetcher, pace_s, clock=lambda: clock[0], sleep=sleep)
+    return fetcher, clock, slept
+
+
+def test_while_records_keep_coming_fetches_go_one_per_pace() -> None:
+    fetcher, clock, slept = paced_fetcher([True, True, False, False, True])
+
+    async def run() -> list[bool]:
+        results = []
+        for node in (1, 1, 1, 1, 1):
+            results.append(await fetcher._proc_fetch_request(None, node, None))
+        return results
+
+    assert asyncio.run(run()) == [True, True, False, False, True]
+    # the first fetch at once; after each that brought records (answered in 2 ms: they were waiting), the next
+    # goes 10 ms after that one was sent; after one that brought nothing, the next goes at once
+    assert slept == [0.008, 0.008]
+    assert [round(t - 100.0, 3) for t in fetcher.sent_at] == [0.0, 0.01, 0.02, 0.022, 0.024]
+
+
+def test_a_fetch_that_waited_at_the_broker_for_its_record_is_followed_at_once() -> None:
+    """A quiet topic (50 captures/s: one every 20 ms): each fetch waits at the broker until the next record, so
+    pacing never holds the one after it back."""
+    fetcher, clock, slept = paced_fetcher([True, True, True], trips=[0.015, 0.020, 0.002])
+
+    async def run() -> None:
+        for _ in range(3):
+            await fetcher._proc_fetch_request(None, 1, None)
+
+    asyncio.run(run())
+    assert slept == [] and [round(t - 100.0, 3) for t in fetcher.sent_at] == [0.0, 0.015, 0.035]
+
+
+def test_pacing_is_per_broker() -> None:
+    fetcher, clock, slept = paced_fetcher([True, True, True])
+
+    async def run() -> None:
+        await fetcher._proc_fetch_request(None, 1, None)
+        await fetcher._proc_fetch_request(None, 2, None)  # another broker: its own fetches are not held back
+        await fetcher._proc_fetch_request(None, 1, None)
+
+    asyncio.run(run())
+    assert slept == [0.006]  # node 1's second fetch: 10 ms after its first was sent, 4 ms of them gone already
+
+
+def test_a_fetch_cancelled_while_it_waits_out_the_pace_returns_no_records_as_aiokafka_s_own_does() -> None:
+    async def run() -> bool:
+        fetcher = FakeFetcher([True, True], [0.0])
+        delivery.pace_fetches(fetcher, 60.0)  # the real clock and sleep: the second fetch waits a minute
+        assert await fetcher._proc_fetch_request(None, 1, None) is True
+        waiting = asyncio.ensure_future(fetcher._proc_fetch_request(None, 1, None))
+        await asyncio.sleep(0.01)
+        waiting.cancel()  # the assignment changed: aiokafka cancels its pending fetch tasks
+        return await waiting
+
+    assert asyncio.run(run()) is False
+
+
+def test_the_worker_paces_its_fetches_by_its_setting(monkeypatch) -> None:
+    import aiokafka
+
+    from streams.settings import Settings
+
+    async def fake_start(self) -> None:  # what AIOKafkaConsumer.start leaves behind, without a broker: its fetcher
+        self._fetcher = FakeFetcher([True], [0.0])
+
+    monkeypatch.setattr(aiokafka.AIOKafkaConsumer, "start", fake_start)
+
+    async def test(app: faust.App, consumer: delivery.FastDeliveryConsumer) -> None:
+        paced = {}
+        for pace_ms in (10.0, 0.0):
+            app.packwise_settings = Settings().replace(fetch_pace_ms=pace_ms)
+            worker_consumer = consumer._new_consumer_thread()._create_worker_consumer(app.transport)
+            await worker_consumer.start()
+            paced[pace_ms] = worker_consumer._fetcher._proc_fetch_request.__name__ == "paced"
+        assert paced == {10.0: True, 0.0: False}
+
+    in_app(test)
