@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +28,8 @@ from models.packtypes import PACK_TYPES, PackType
 from models.tokenizer import Tokenizer
 from models.train import FitResult, predict_logits, set_threads
 from streams.marketplaces import certifying_target
+
+log = logging.getLogger("packwise.bundle")
 
 
 
@@ -103,11 +106,10 @@ class Bundle:
         self.data_fingerprint: str = manifest["data_fingerprint"]
         self.config = config
         self.metrics_card = card
-        self.model = _with_traced_backbone(model.eval(), int(config["image_size"] if "image_size" in config
-                                                             else config["world"]["image_size"]))
         self.tokenizer = tokenizer
         # bundles from before training on datasets keep it in the world's configuration only
         self.image_size: int = int(config["image_size"] if "image_size" in config else config["world"]["image_size"])
+        self.model = _with_traced_backbone(model.eval(), self.image_size)
         self.temperature = np.asarray(calibration["temperature"], dtype=np.float64)
         self.bias = np.asarray(calibration["bias"], dtype=np.float64)
         # Per target, a threshold per type (-1: certifies nothing). A bundle written before per-target
@@ -169,10 +171,14 @@ def _with_traced_backbone(model: DamageNet, image_size: int) -> DamageNet:
             warnings.simplefilter("ignore")  # TracerWarning on timm's shape checks, none of which varies here
             traced = torch.jit.trace(eager, example[:2])
             same = all(torch.equal(traced(x), eager(x)) for x in (example[:1], example))
-    except Exception:  # noqa: BLE001 - a backbone that does not trace still scores, eagerly
+    except Exception as error:  # noqa: BLE001 - a backbone that does not trace still scores, eagerly
+        log.warning("image backbone %s scores eagerly: it does not trace (%s: %s)", model.config.backbone,
+                    type(error).__name__, error)
         return model
     if same:
         model.image.backbone = traced
+    else:
+        log.warning("image backbone %s scores eagerly: its trace does not reproduce it exactly", model.config.backbone)
     return model
 
 

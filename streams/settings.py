@@ -53,9 +53,9 @@ def _port(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _fetch_pace_ms(text: str) -> float:
     value = float(text)
-    if not value >= 0:
+    if not 0 <= value <= 500:  # past the 500 ms a fetch may wait at the broker, pacing only adds latency
         raise ValueError
     return value
 
@@ -237,8 +237,7 @@ class Settings:
         "sooner than this after the last one that brought messages was sent, so a busy topic's messages come in "
         "fewer, fuller fetches (each asks for every partition the worker owns, and costs the worker and the broker "
         "CPU). A quiet topic's next message is fetched as soon as it arrives. 0: fetch again at once, as Kafka's "
-        "clients do.", _non_negative_float,
-        "a number >= 0")
+        "clients do.", _fetch_pace_ms, "a number from 0 to 500")
     catalog_wait_s: float = _setting(
         30.0, "How long a capture waits for its product's catalog record before it is scored on images only.",
         _positive_float, "a number > 0")

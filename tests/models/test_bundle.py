@@ -78,6 +78,20 @@ def test_a_loaded_bundle_runs_its_image_backbone_traced_and_scores_exactly_as_th
             assert torch.equal(bundle.model(f), eager(f))
 
 
+def test_a_backbone_that_does_not_trace_scores_eagerly_with_a_warning(bundle: Bundle, bundle_dir, records,
+                                                                     monkeypatch, caplog) -> None:
+    def cannot_trace(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(torch.jit, "trace", cannot_trace)
+    eager = load_bundle(bundle_dir)
+    assert not isinstance(eager.model.image.backbone, torch.jit.ScriptModule)
+    assert "scores eagerly: it does not trace (RuntimeError: unsupported operator)" in caplog.text
+    _, catalogs, captures = records
+    assert [p.probabilities for p in eager.predict(catalogs, captures)] == \
+        [p.probabilities for p in bundle.predict(catalogs, captures)]
+
+
 def test_the_bundle_carries_thresholds_per_target_and_old_workers_read_the_strictest(bundle: Bundle, bundle_dir,
                                                                                      trained) -> None:
     calibration = json.loads((bundle_dir / "calibration.json").read_text())
