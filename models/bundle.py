@@ -165,7 +165,8 @@ def _with_traced_backbone(model: DamageNet, image_size: int) -> DamageNet:
     if not model.config.uses_images:
         return model
     eager = model.image.backbone
-    example = torch.rand(3, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    example = torch.rand(3, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).contiguous(
+        memory_format=torch.channels_last)  # as ImageTower.forward passes its views
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarning on timm's shape checks, none of which varies here

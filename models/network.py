@@ -65,7 +65,12 @@ class ImageTower(nn.Module):
 
     def __init__(self, config: NetworkConfig):
         super().__init__()
-        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+        # channels-last (NHWC) weights and inputs: oneDNN's convolutions then skip reordering each tensor, which
+        # takes a quarter to a third off the whole network on one CPU thread at the tunnel's image sizes
+        # (bench/RESULTS-worker.md, "channels-last"). Training and inference both run it so, so a loaded bundle
+        # scores as the network it was trained as; weights saved in the default layout load into this one.
+        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0).to(
+            memory_format=torch.channels_last)
         self.project = nn.Linear(self.backbone.num_features, config.image_dim)
         self.numeric = _numeric_mlp(CAPTURE_NUMERIC, config.numeric_dim)
 
@@ -75,7 +80,7 @@ class ImageTower(nn.Module):
         x = images.reshape(b * v, *images.shape[2:])[present].float().div_(255.0).sub_(0.5).div_(0.25)
         per_view = torch.zeros(b * v, self.project.out_features, device=images.device)
         if x.shape[0]:  # only present views pay for the backbone
-            per_view[present] = self.project(self.backbone(x))
+            per_view[present] = self.project(self.backbone(x.contiguous(memory_format=torch.channels_last)))
         per_view = per_view.reshape(b, v, -1)
         weights = view_mask.unsqueeze(2)
         pooled_mean = (per_view * weights).sum(1) / weights.sum(1).clamp(min=1)

@@ -13,6 +13,7 @@ import torch
 
 from models import cli, features
 from models.bundle import Bundle, BundleError, Prediction, load_bundle, save_bundle
+from models.network import DamageNet
 from models.packtypes import PACK_TYPES, PackType
 from models.world import capture_record, catalog_record
 from tests.models.conftest import TRAIN_TARGETS
@@ -76,6 +77,19 @@ def test_a_loaded_bundle_runs_its_image_backbone_traced_and_scores_exactly_as_th
         f = features.from_records(bundle.tokenizer, catalogs[:size], captures[:size], bundle.image_size)
         with torch.inference_mode():
             assert torch.equal(bundle.model(f), eager(f))
+
+
+def test_the_image_backbone_runs_channels_last_whichever_layout_its_weights_were_saved_in(trained) -> None:
+    """oneDNN's convolutions take a third or more off the backbone in channels-last layout. A bundle trained
+    before the network ran so saved its weights in the default layout: loaded, they run channels-last too."""
+    config = trained.multimodal.model.config
+    saved = {name: tensor.contiguous() for name, tensor in trained.multimodal.model.state_dict().items()}
+    for weights in (trained.multimodal.model.state_dict(), saved):
+        net = DamageNet(config)
+        net.load_state_dict(weights)
+        convolutions = [m for m in net.image.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last)
+                                    for c in convolutions)
 
 
 def test_a_backbone_that_does_not_trace_scores_eagerly_with_a_warning(bundle: Bundle, bundle_dir, records,
