@@ -834,7 +834,21 @@ def bench_contention(bundle: Path, products: int = 512, repeats: int = 3) -> lis
             f"in a scoring process (streams/scoring.py), beside the same thread: {m(own):,.0f} captures/s"]
 
 
-def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rate: float, seconds: float) -> list[str]:
+def start_profiles(processes: dict[str, psutil.Process], seconds: float, out: Path) -> list[subprocess.Popen]:
+    """py-spy sampling each process for `seconds`, raw stacks to out/NAME.raw; `python bench/profile_stacks.py
+    out/NAME.raw` sums them. --nonblocking: py-spy reads the process without stopping it."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit(f"--profile needs py-spy next to {sys.executable}: pip install -e '.[bench]'")
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([str(spy), "record", "--nonblocking", "-r", "100", "-d", str(max(1, int(seconds))),
+                              "-f", "raw", "-o", str(out / f"{name.split()[0]}.raw"), "-p", str(process.pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, process in processes.items()]
+
+
+def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rate: float, seconds: float,
+                  profile: Path | None = None) -> list[str]:
     settings = base.replace(app_id=f"bench-lat-{uuid.uuid4().hex[:6]}", topic_prefix=f"la{uuid.uuid4().hex[:6]}.")
     create_topics(settings)
     count = int(rate * seconds)
@@ -853,9 +867,13 @@ def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rat
         scoring = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
         processes = {"worker": parent, "scoring process": scoring[0], "broker": cluster.process(),
                      "this benchmark (the tunnel's producer)": psutil.Process()}
+        spies: list[subprocess.Popen] = []
         cpu_before = cpu_seconds(processes)
         started = time.monotonic()
         for i, capture in enumerate(captures):
+            if profile is not None and i == int(5 * rate):  # the steady state past the first 5 s, as read below
+                spies = start_profiles({n: processes[n] for n in ("worker", "scoring process")}, seconds - 5.0,
+                                       profile)
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
             now = datetime.fromtimestamp(round(time.time(), 3), tz=timezone.utc)
             producer.produce(topic, key=capture["product_id"].encode(),
@@ -866,6 +884,11 @@ def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rat
                  for name, after in cpu_seconds(processes).items()}
         producer.flush(30)
         time.sleep(5.0)
+        for spy in spies:
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
         decisions = read_topic(settings, settings.topic_prefix + "pack-type-decisions", "pack_type_decision")
     finally:
         worker.stop()
@@ -1021,6 +1044,9 @@ def main() -> None:
     parser.add_argument("--score-products", type=int, default=3000, help="scoring, security: products")
     parser.add_argument("--rate", type=float, default=50.0, help="latency: captures per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="latency: duration")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="latency: sample the worker and its scoring process with py-spy past the first 5 s, "
+                             "raw stacks to DIR (sum them with bench/profile_stacks.py)")
     parser.add_argument("--memory-products", type=int, default=1_000_000, help="memory: products")
     args = parser.parse_args()
     sets_given = args.sets or ("uniform" if args.which == "security" else "uniform,zipf")
@@ -1058,7 +1084,8 @@ def main() -> None:
                                                  args.resends, args.runs, sets, args.zipf_s, args.seed,
                                                  args.all_floors),
                     "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products),
-                    "latency": lambda: bench_latency(base, cluster, tmp, bundle, args.rate, args.seconds),
+                    "latency": lambda: bench_latency(base, cluster, tmp, bundle, args.rate, args.seconds,
+                                                     args.profile),
                     "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products),
                     "contention": lambda: bench_contention(bundle),
                     "security": security}
