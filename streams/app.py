@@ -109,6 +109,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
     sender = changelog.ProducerSender(app)
     state = StateLayer([table(name, doc) for name, doc in TABLES.items()], sender, release,
                        cache_size=settings.state_cache_size, max_dirty=settings.state_max_dirty,
+                       max_dirty_bytes=settings.state_max_dirty_bytes,
                        record_limit=limits.max_value_bytes, owned=owned, before_flush=decide_changed)
     tables = Tables(**state.tables)
 

@@ -205,6 +205,27 @@ def test_reaching_the_dirty_limit_asks_for_a_flush() -> None:
     assert layer.wake.is_set()
 
 
+def test_reaching_the_dirty_bytes_limit_asks_for_a_flush_and_counts_wire_bytes_only() -> None:
+    """Captures are flushed in small bursts: a flush of seconds of 17 KB captures held up the decisions behind it."""
+    cluster = Cluster()
+    wire = SERDE.encode("tunnel_capture", SAMPLES["tunnel_capture"])
+    layer = layer_for(cluster, Sender(cluster), max_dirty_bytes=3 * len(wire))
+    with layer.at("shipments", 0):
+        for n in range(50):
+            layer["damage_stats"][f"S{n}"] = {"padding": "x" * len(wire)}  # decoded values: a count limit of their own
+            layer.hold([n])
+        assert not layer.wake.is_set()
+        for n in range(2):
+            layer["captures"][f"P{n}"] = wire
+            layer.hold([n])
+        assert not layer.wake.is_set()
+        layer["captures"]["P2"] = wire
+        layer.hold([2])
+    assert layer.wake.is_set()
+    run(layer.flush())
+    assert sum(t.dirty_bytes for t in layer.tables.values()) == 0
+
+
 def test_the_decoded_cache_is_bounded_and_skips_wire_bytes() -> None:
     cluster = Cluster()
     layer = layer_for(cluster, Sender(cluster), cache_size=2)
