@@ -222,8 +222,8 @@ class Settings:
         "at once.", _positive_int, "an integer >= 1")
     state_max_dirty_bytes: int = _setting(
         1 << 20, "Bytes of captures and catalog records (as received) that wait for the next flush at most; reaching "
-        "it flushes at once. Small keeps each flush's burst to the changelog short, so the decisions published "
-        "meanwhile do not queue behind it (at 300 captures/s, two seconds of captures were 10 MB).", _positive_int,
+        "it flushes at once. Small keeps each flush short, so the captures that arrive meanwhile do not wait behind "
+        "it (at 300 captures/s, two seconds of captures were 10 MB to send and to write to RocksDB).", _positive_int,
         "an integer >= 1")
     scoring_threads: int = _setting(
         0, "Threads torch uses in the worker's scoring process; 0: one per core but one, which is left to the "
