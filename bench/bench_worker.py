@@ -906,16 +906,19 @@ def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rat
     target_ms = 50 if rate <= 50 else 100  # issue 9's bars: p99 <= 50 ms at 50 captures/s, <= 100 ms at 300/s
     slow = sorted(t for t, ms in timed if ms > target_ms)
     seconds_with_slow = sorted({int(t) for t in slow})
-    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    def quantile(values: list[float], q: float) -> float:  # of sorted values
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    p = lambda q: quantile(lat, q)  # noqa: E731
 
     def steady_line(after: list[float]) -> str:
         """The run past its first 5 s. The start holds one-off costs, which a 30-60 s run's p99 is mostly made
-        of: the first batches through code not yet run, and the first flush of the captures table (a few hundred
-        17 KB records to a fresh changelog, acknowledged in 80-100 ms, while the captures behind it wait)."""
+        of: a broker started a minute before (its JIT still compiling), the first batches through code not yet
+        run, and the first flushes to fresh changelogs."""
         if not after:
             return "no capture sent after the first 5 s"
-        q = lambda f: after[min(len(after) - 1, int(f * len(after)))]  # noqa: E731
-        return f"past the first 5 s ({len(after)} captures): p50 {q(0.50):.0f} ms, p99 {q(0.99):.0f} ms, max {after[-1]:.0f} ms"
+        return (f"past the first 5 s ({len(after)} captures): p50 {quantile(after, 0.50):.0f} ms, "
+                f"p99 {quantile(after, 0.99):.0f} ms, max {after[-1]:.0f} ms")
     return [f"latency: {count} captures at a steady {rate:.0f}/s for {seconds:.0f} s, each of a distinct product "
             f"whose catalog record is already in; {len(lat)} of {count} decided",
             f"capture -> decision: p50 {p(0.50):.0f} ms, p90 {p(0.90):.0f} ms, p99 {p(0.99):.0f} ms, max {lat[-1]:.0f} ms "

@@ -148,7 +148,7 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
             return await loop.run_in_executor(executor, score_one_by_one, scorer.score, jobs)
 
     async def score(jobs: list[ScoreJob]) -> list[Outgoing]:
-        return processor.apply_scores(jobs, await views_of(jobs)) if jobs else []
+        return processor.apply_scores(jobs, await views_of(jobs))
 
     def incoming(event: faust.EventT) -> Incoming:
         m = event.message

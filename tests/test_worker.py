@@ -328,3 +328,30 @@ def test_customer_text_stays_in_damage_reports_and_their_dead_letters(base: Sett
                                               for key, value in _read_all(base, t, 30)))
     assert holding == sorted([reports, dlq])
 
+
+
+@pytest.mark.parametrize("max_dirty_bytes", [1, 1 << 30])
+def test_captures_and_catalog_records_flush_once_their_bytes_reach_the_bound(base: Settings, workers,
+                                                                             trained_bundle: Path,
+                                                                             max_dirty_bytes: int) -> None:
+    """PACKWISE_STATE_MAX_DIRTY_BYTES reaches the worker's state layer: with flushes ten minutes apart, a catalog
+    record is in its changelog within seconds once its bytes reach the bound, and not before the interval when
+    they do not (the control that shows the interval alone would hold it)."""
+    worker = workers(base, "worker-0", trained_bundle, state_flush_interval_s=600.0,
+                     state_max_dirty_bytes=max_dirty_bytes)
+    product = "B0FLUSHBYTES"
+    producer = Producer(producer_config(base))
+    producer.produce(base.topic_prefix + "catalog-updates", key=product.encode(), value=Serde().encode(
+        "catalog_update", {**SAMPLES["catalog_update"], "event_id": str(uuid.uuid4()), "product_id": product}))
+    producer.flush(10)
+    events = f'packwise_events_total{{topic="{base.topic_prefix}catalog-updates"}}'
+
+    def applied() -> float:
+        try:
+            return scrape_metrics(worker.settings).get(events, 0.0)
+        except OSError:  # the web server is not up yet
+            return 0.0
+
+    assert wait_until(applied, lambda n: n >= 1, 90.0) >= 1, "the worker applied the catalog record"
+    flushed = wait_until(lambda: product in read_table(base, "catalog"), bool, 20.0)
+    assert flushed == (max_dirty_bytes == 1)
