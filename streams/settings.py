@@ -60,6 +60,13 @@ def _fetch_pace_ms(text: str) -> float:
     return value
 
 
+def _dirty_bytes(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256 << 20:  # the write-back buffer's memory bound too: a flood of captures stops here
+        raise ValueError
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -223,8 +230,9 @@ class Settings:
     state_max_dirty_bytes: int = _setting(
         1 << 20, "Bytes of captures and catalog records (as received) that wait for the next flush at most; reaching "
         "it flushes at once. Small keeps each flush short, so the captures that arrive meanwhile do not wait behind "
-        "it (at 300 captures/s, two seconds of captures were 10 MB to send and to write to RocksDB).", _positive_int,
-        "an integer >= 1")
+        "it (at 300 captures/s, two seconds of captures were 10 MB to send and to write to RocksDB). It also bounds the "
+        "memory those records hold until then, hence its ceiling of 256 MiB.", _dirty_bytes,
+        "an integer from 1 to 268435456 (256 MiB)")
     scoring_threads: int = _setting(
         0, "Threads torch uses in the worker's scoring process; 0: one per core but one, which is left to the "
         "worker's event loop (decoding, tables, publishing run there while a batch is scored).", _non_negative_int,

@@ -25,7 +25,8 @@ def run_cli(*args: str, timeout_s: float = 120, **env: str) -> subprocess.Comple
     [("PACKWISE_PARTITIONS", "zero", "an integer >= 1"), ("PACKWISE_KAFKA_PORT", "70000", "1-65535"),
      ("PACKWISE_LOG_FORMAT", "xml", "auto, json or console"),
      ("PACKWISE_FETCH_PACE_MS", "500.1", "a number from 0 to 500"), ("PACKWISE_FETCH_PACE_MS", "nan", "a number from 0 to 500"),
-     ("PACKWISE_STATE_MAX_DIRTY_BYTES", "0", "an integer >= 1"),
+     ("PACKWISE_STATE_MAX_DIRTY_BYTES", "0", "an integer from 1 to 268435456 (256 MiB)"),
+     ("PACKWISE_STATE_MAX_DIRTY_BYTES", str((256 << 20) + 1), "an integer from 1 to 268435456 (256 MiB)"),
      ("PACKWISE_LOG_LEVEL", "verbose", "DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)")],
 )
 def test_bad_setting_names_the_variable_and_accepted_values(variable: str, value: str, accepted: str) -> None:

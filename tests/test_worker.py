@@ -330,7 +330,7 @@ def test_customer_text_stays_in_damage_reports_and_their_dead_letters(base: Sett
 
 
 
-@pytest.mark.parametrize("max_dirty_bytes", [1, 1 << 30])
+@pytest.mark.parametrize("max_dirty_bytes", [1, 256 << 20])
 def test_captures_and_catalog_records_flush_once_their_bytes_reach_the_bound(base: Settings, workers,
                                                                              trained_bundle: Path,
                                                                              max_dirty_bytes: int) -> None:
