@@ -630,6 +630,46 @@ def test_captures_with_every_known_view_in_png_or_jpeg_up_to_the_size_limit_are_
     assert out == [] and len(jobs) == 1
 
 
+@pytest.mark.parametrize(("mode", "interlaced"), [(mode, False) for mode in ("1", "L", "LA", "I;16", "P", "RGB", "RGBA")]
+                         + [("RGB", True)])
+def test_pngs_of_every_mode_pass_the_chunk_check(mode: str, interlaced: bool) -> None:
+    from streams.validation import png_problem
+
+    out = io.BytesIO()
+    Image.new(mode, (7, 5)).save(out, "PNG", interlace=interlaced)
+    assert png_problem(out.getvalue()) is None
+
+
+def _pillow_verifies(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
+            image.verify()
+        return True
+    except Exception:
+        return False
+
+
+def test_the_png_chunk_check_refuses_whatever_pillow_refuses_byte_by_byte() -> None:
+    """The worker checks PNG chunks itself (Pillow's open() and verify() cost seven times as much per capture).
+    Every one-byte corruption and every truncation of a real PNG: it refuses each one Pillow refuses, and
+    accepts none that Pillow refuses. It is stricter in one place only: Pillow reads IEND's header and stops,
+    the check also reads IEND's checksum."""
+    from streams.validation import png_problem
+
+    good = png(6, 4)
+    assert png_problem(good) is None and _pillow_verifies(good)
+    iend = len(good) - 12
+    for at in range(8, len(good)):  # the signature is checked before
+        for flip in (0x01, 0x80, 0xFF):
+            bad = good[:at] + bytes([good[at] ^ flip]) + good[at + 1:]
+            ours, pillow = png_problem(bad) is None, _pillow_verifies(bad)
+            assert not ours or pillow, f"accepted a PNG Pillow refuses (byte {at} ^ {flip:#x})"
+            if at < iend:
+                assert ours == pillow, f"refused a PNG Pillow accepts (byte {at} ^ {flip:#x})"
+    for cut in range(8, len(good)):
+        assert png_problem(good[:cut]) is not None, f"accepted the first {cut} bytes"
+
+
 def test_a_product_the_model_cannot_score_is_still_decided_without_a_verdict(processor: Processor) -> None:
     """score_one_by_one gives None for a job nothing can score: the product is decided on its statistics."""
     from streams.processor import ScoreJob
