@@ -604,9 +604,9 @@ class ScoringRun:
 
 
 def scoring_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, catalogs: list[dict],
-                captures: list[dict]) -> ScoringRun:
+                captures: list[dict], profile: Path | None = None) -> ScoringRun:
     """One worker on fresh topics: the catalog first, then every capture at once, until each product has a
-    scored decision."""
+    scored decision. `profile`: py-spy samples the worker and its scoring process from the first capture on."""
     tag = uuid.uuid4().hex[:6]
     settings = base.replace(app_id=f"bench-score-{tag}", topic_prefix=f"sc{tag}.")
     cluster.create_topics(settings)
@@ -623,6 +623,8 @@ def scoring_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, catal
         scoring = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
         processes = {"worker": parent, "scoring process": scoring[0], "broker": cluster.process()}
         cpu_before = cpu_seconds(processes)
+        spies = [] if profile is None else start_profiles(
+            {n: processes[n] for n in ("worker", "scoring process")}, products / 500, profile)
         produce(settings, ((settings.topic_prefix + "tunnel-captures", c["product_id"], SERDE.encode("tunnel_capture", c))
                            for c in captures))
         deadline = time.monotonic() + 600
@@ -634,6 +636,8 @@ def scoring_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, catal
             time.sleep(2.0)
         cpu_used = {name: (after - cpu_before[name]) * 1000 / products
                     for name, after in cpu_seconds(processes).items()}
+        for spy in spies:
+            spy.wait(timeout=60)
     finally:
         worker.stop()
     scored = sorted(d["decided_at"] for d in decisions if d["model_version"])
@@ -643,7 +647,8 @@ def scoring_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, catal
     return ScoringRun((len(scored) - 1) / span, span, cpu_used, settings, state_dir)
 
 
-def bench_scoring(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, products: int) -> list[str]:
+def bench_scoring(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, products: int,
+                  profile: Path | None = None) -> list[str]:
     import torch
 
     from models.bundle import load_bundle
@@ -664,9 +669,13 @@ def bench_scoring(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, pro
     offline = [offline_rate() for _ in range(3)]
     worker_threads = base.scoring_threads or max(1, len(os.sched_getaffinity(0)) - 1)
     torch.set_num_threads(worker_threads)
-    offline_same = [offline_rate()[0] for _ in range(3)]
+    # the model alone with the worker's threads, before and after the worker's run: the ratio's denominator is
+    # then measured on both sides of its numerator (this machine's speed drifts by a third within minutes)
+    before = [offline_rate()[0] for _ in range(3)]
+    run = scoring_run(base, cluster, tmp, bundle, catalogs, captures, profile)
+    after = [offline_rate()[0] for _ in range(3)]
+    offline_same = before + after
     del loaded
-    run = scoring_run(base, cluster, tmp, bundle, catalogs, captures)
     rate, cpu_used = run.rate, run.cpu_ms
     wire = statistics.mean(len(SERDE.encode("tunnel_capture", c)) for c in captures)
     changelog = statistics.mean(len(v) for v in read_table(run.settings, "captures").values())
@@ -678,7 +687,8 @@ def bench_scoring(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, pro
             f"offline Bundle.predict on the same decoded records, {all_threads} torch threads: median "
             f"{median_offline:,.0f} captures/s (runs: {', '.join(f'{r:,.0f}' for r, _ in offline)}), "
             f"{statistics.median(c for _, c in offline):.1f} CPU ms per capture; with the worker's {worker_threads} "
-            f"thread(s): median {statistics.median(offline_same):,.0f} captures/s",
+            f"thread(s): median {statistics.median(offline_same):,.0f} captures/s (before the worker's run: "
+            f"{', '.join(f'{r:,.0f}' for r in before)}; after it: {', '.join(f'{r:,.0f}' for r in after)})",
             f"one worker: {rate:,.0f} captures/s (first to last decision: {run.span_s:.1f} s)",
             "CPU ms per capture while the worker scored (captures in, decisions out): "
             + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu_used.items())
@@ -847,8 +857,38 @@ def start_profiles(processes: dict[str, psutil.Process], seconds: float, out: Pa
             for name, process in processes.items()]
 
 
+def warm_broker(base: Settings, tmp: Path, bundle: Path, rate: float, seconds: float) -> int:
+    """The latency load for `seconds` on topics of its own, through a worker of its own (stopped after): the
+    broker then runs code its JIT has compiled, as a broker that has served for days does. Returns the captures
+    its worker decided."""
+    settings = base.replace(app_id=f"bench-warm-{uuid.uuid4().hex[:6]}", topic_prefix=f"wa{uuid.uuid4().hex[:6]}.")
+    create_topics(settings)
+    catalogs, captures = capture_messages(settings, int(rate * seconds), seed=43)
+    worker = WorkerProcess(settings.replace(model_path=str(bundle), state_dir=str(tmp / "latency-warm")),
+                           tmp / "latency-warm.log")
+    worker.start()
+    try:
+        produce(settings, ((settings.topic_prefix + "catalog-updates", c["product_id"], SERDE.encode("catalog_update", c))
+                           for c in catalogs))
+        producer = Producer(producer_config(settings, **{"linger.ms": 0}))
+        topic = settings.topic_prefix + "tunnel-captures"
+        started = time.monotonic()
+        for i, capture in enumerate(captures):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            producer.produce(topic, key=capture["product_id"].encode(), value=SERDE.encode("tunnel_capture", capture))
+            producer.poll(0)
+        producer.flush(30)
+        time.sleep(5.0)
+        decided = {d["product_id"] for d in read_topic(settings, settings.topic_prefix + "pack-type-decisions",
+                                                       "pack_type_decision") if d["model_version"]}
+    finally:
+        worker.stop()
+    return len(decided)
+
+
 def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rate: float, seconds: float,
-                  profile: Path | None = None) -> list[str]:
+                  profile: Path | None = None, warm_s: float = 0.0) -> list[str]:
+    warmed = warm_broker(base, tmp, bundle, rate, warm_s) if warm_s > 0 else None
     settings = base.replace(app_id=f"bench-lat-{uuid.uuid4().hex[:6]}", topic_prefix=f"la{uuid.uuid4().hex[:6]}.")
     create_topics(settings)
     count = int(rate * seconds)
@@ -919,8 +959,11 @@ def bench_latency(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, rat
             return "no capture sent after the first 5 s"
         return (f"past the first 5 s ({len(after)} captures): p50 {quantile(after, 0.50):.0f} ms, "
                 f"p99 {quantile(after, 0.99):.0f} ms, max {after[-1]:.0f} ms")
+    broker = ("a broker started just before (its JIT compiling meanwhile)" if warmed is None else
+              f"a broker warmed first by {warm_s:.0f} s of the same load on topics of their own, through a worker of "
+              f"their own ({warmed} captures decided; stopped before this run)")
     return [f"latency: {count} captures at a steady {rate:.0f}/s for {seconds:.0f} s, each of a distinct product "
-            f"whose catalog record is already in; {len(lat)} of {count} decided",
+            f"whose catalog record is already in; {len(lat)} of {count} decided; {broker}",
             f"capture -> decision: p50 {p(0.50):.0f} ms, p90 {p(0.90):.0f} ms, p99 {p(0.99):.0f} ms, max {lat[-1]:.0f} ms "
             + target(p(0.99), "<=", target_ms, f"{target_ms} ms"),
             steady_line(sorted(ms for t, ms in timed if t >= 5.0)),
@@ -1047,9 +1090,14 @@ def main() -> None:
     parser.add_argument("--score-products", type=int, default=3000, help="scoring, security: products")
     parser.add_argument("--rate", type=float, default=50.0, help="latency: captures per second")
     parser.add_argument("--seconds", type=float, default=60.0, help="latency: duration")
+    parser.add_argument("--warm-broker", type=float, default=0.0, metavar="S",
+                        help="latency: first run the same load for S s on other topics through another worker, so "
+                             "that the measured run meets a broker whose JIT has compiled its paths (default 0: a "
+                             "broker just started)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="latency: sample the worker and its scoring process with py-spy past the first 5 s, "
-                             "raw stacks to DIR (sum them with bench/profile_stacks.py)")
+                        help="latency, scoring: sample the worker and its scoring process with py-spy (latency: past "
+                             "the first 5 s; scoring: from the first capture, for products/500 s), raw stacks to DIR "
+                             "(sum them with bench/profile_stacks.py)")
     parser.add_argument("--memory-products", type=int, default=1_000_000, help="memory: products")
     args = parser.parse_args()
     sets_given = args.sets or ("uniform" if args.which == "security" else "uniform,zipf")
@@ -1086,9 +1134,9 @@ def main() -> None:
             runs = {"stats": lambda: bench_stats(base, cluster, tmp, bundle, args.products, args.per_product,
                                                  args.resends, args.runs, sets, args.zipf_s, args.seed,
                                                  args.all_floors),
-                    "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products),
+                    "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products, args.profile),
                     "latency": lambda: bench_latency(base, cluster, tmp, bundle, args.rate, args.seconds,
-                                                     args.profile),
+                                                     args.profile, args.warm_broker),
                     "memory": lambda: bench_memory(base, tmp, bundle, args.memory_products),
                     "contention": lambda: bench_contention(bundle),
                     "security": security}
