@@ -351,7 +351,7 @@ class StatsRun:
 
 
 def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: DataSet, run: int, all_floors: bool,
-              floor: bool = True) -> StatsRun:
+              floor: bool = True, profile: Path | None = None) -> StatsRun:
     """One run on fresh topics: the plain loop, the bare-Faust floor (unless `floor` is False) and one packwise
     worker over the same messages, then the worker's per-product evidence read back from its changelog against the
     ground truth. `base` is the benchmark's own (admin) settings on `cluster`."""
@@ -396,6 +396,7 @@ def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: D
                    **{f"{child_name(c)} (pid {c.pid})": c for c in children}}
         cpu_before = cpu_seconds(watched)
         window_started = time.monotonic()
+        spies = [] if profile is None else start_profiles({"worker": parent}, 2 + total / 10_000, profile)
         allowed_s = 600 + total / 100
         deadline = time.monotonic() + allowed_s
         while True:
@@ -414,6 +415,8 @@ def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: D
                 raise RuntimeError(f"the worker committed only {samples[-1][1]} of {total} in {allowed_s:.0f} s "
                                    f"(log {worker.log_path})")
             time.sleep(0.2)
+        for spy in spies:
+            spy.wait(timeout=60)
     finally:
         stop_worker(worker, children)
     after = end_offsets(admin, written_topics(settings, admin))
@@ -529,7 +532,8 @@ def stats_lines(data: DataSet, runs: list[StatsRun], partitions: int, messages: 
 
 
 def bench_stats(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, products: int, per_product: int,
-                resends: int, runs: int, sets: list[str], zipf_s: float, seed: int, all_floors: bool) -> list[str]:
+                resends: int, runs: int, sets: list[str], zipf_s: float, seed: int, all_floors: bool,
+                profile: Path | None = None) -> list[str]:
     lines = []
     for name in sets:
         data = evidence_set(name, products, per_product, resends, seed if name == "uniform" else seed + 1,
@@ -537,7 +541,8 @@ def bench_stats(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, produ
         print(f"stats: {name}: {data.description}", flush=True)
         results = []
         for run in range(1, runs + 1):
-            results.append(stats_run(base, cluster, tmp, bundle, data, run, all_floors))
+            results.append(stats_run(base, cluster, tmp, bundle, data, run, all_floors,
+                                     profile=profile / f"{name}-{run}" if profile is not None else None))
             r = results[-1]
             print(f"stats: {name} run {run}: worker {figure(r.rate)} events/s, floor {r.floor_rate:,.0f}, "
                   f"worker CPU {r.worker_cpu_us:,.1f} µs/event, broker {r.broker_cpu_us:,.1f}, "
@@ -1095,8 +1100,9 @@ def main() -> None:
                              "that the measured run meets a broker whose JIT has compiled its paths (default 0: a "
                              "broker just started)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="latency, scoring: sample the worker and its scoring process with py-spy (latency: past "
-                             "the first 5 s; scoring: from the first capture, for products/500 s), raw stacks to DIR "
+                        help="latency, scoring, stats: sample the worker (and its scoring process) with py-spy "
+                             "(latency: past the first 5 s; scoring: from the first capture, for products/500 s; stats: "
+                             "from the window's start, for 2 s + events/10,000 s, into DIR/SET-RUN), raw stacks to DIR "
                              "(sum them with bench/profile_stacks.py)")
     parser.add_argument("--memory-products", type=int, default=1_000_000, help="memory: products")
     args = parser.parse_args()
@@ -1133,7 +1139,7 @@ def main() -> None:
 
             runs = {"stats": lambda: bench_stats(base, cluster, tmp, bundle, args.products, args.per_product,
                                                  args.resends, args.runs, sets, args.zipf_s, args.seed,
-                                                 args.all_floors),
+                                                 args.all_floors, args.profile),
                     "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products, args.profile),
                     "latency": lambda: bench_latency(base, cluster, tmp, bundle, args.rate, args.seconds,
                                                      args.profile, args.warm_broker),
