@@ -109,16 +109,13 @@ def _image(view: str, media_type: str, data: bytes) -> None:
         if problem is None:
             return
         if isinstance(problem, tuple):
-            width, height = problem
-            raise ValidationError(f"bad_image: view {view!r} is {width} x {height} pixels, more than "
-                                  f"{MAX_IMAGE_SIDE} a side (a decompression bomb, or not a tunnel camera)")
+            raise _oversized(view, *problem)
         raise ValidationError(f"bad_image: view {view!r} does not decode as {media_type}: {problem}")
     try:
         with Image.open(io.BytesIO(data), formats=(image_format,)) as image:
             width, height = image.size
             if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
-                raise ValidationError(f"bad_image: view {view!r} is {width} x {height} pixels, more than "
-                                      f"{MAX_IMAGE_SIDE} a side (a decompression bomb, or not a tunnel camera)")
+                raise _oversized(view, width, height)
             # a JPEG's verify() checks nothing: decode it, at 1/8 scale (every coefficient is still read)
             image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             image.load()
@@ -129,6 +126,11 @@ def _image(view: str, media_type: str, data: bytes) -> None:
                               "corrupt") from None
     except Exception as error:  # Pillow reports bad image data through many exception types
         raise ValidationError(f"bad_image: view {view!r} does not decode as {media_type}: {error}") from None
+
+
+def _oversized(view: str, width: int, height: int) -> ValidationError:
+    return ValidationError(f"bad_image: view {view!r} is {width} x {height} pixels, more than {MAX_IMAGE_SIDE} a "
+                           "side (a decompression bomb, or not a tunnel camera)")
 
 
 def png_problem(data: bytes) -> str | tuple[int, int] | None:

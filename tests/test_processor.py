@@ -670,6 +670,37 @@ def test_the_png_chunk_check_refuses_whatever_pillow_refuses_byte_by_byte() -> N
         assert png_problem(good[:cut]) is not None, f"accepted the first {cut} bytes"
 
 
+def _png_of(*chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG of these chunks, each with its right checksum: only the structure can be wrong."""
+    return PNG_1PX[:8] + b"".join(struct.pack(">I", len(data)) + kind + data
+                                  + struct.pack(">I", zlib.crc32(kind + data)) for kind, data in chunks)
+
+
+def _ihdr(width: int = 1, height: int = 1, depth: int = 8, colour: int = 2, interlace: int = 0) -> tuple[bytes, bytes]:
+    return b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+
+
+IDAT, IEND = (b"IDAT", zlib.compress(b"\0\0\0\0")), (b"IEND", b"")
+
+
+@pytest.mark.parametrize(("chunks", "problem"), [
+    ([_ihdr(depth=3), IDAT, IEND], "unknown PNG mode"),
+    ([_ihdr(colour=5), IDAT, IEND], "unknown PNG mode"),
+    ([_ihdr(interlace=2), IDAT, IEND], "unknown PNG compression"),
+    ([_ihdr(width=0), IDAT, IEND], "0 x 1 pixels"),
+    ([_ihdr(), IEND], "no IDAT"),
+    ([IDAT, _ihdr(), IEND], "does not start with a 13-byte IHDR"),
+    ([_ihdr(), IDAT], "no IEND"),
+    ([_ihdr(), (b"ID4T", b""), IDAT, IEND], "broken PNG file (chunk"),
+], ids=["depth", "colour-type", "interlace", "zero-width", "no-idat", "ihdr-not-first", "no-iend", "chunk-type"])
+def test_the_png_chunk_check_refuses_a_wrong_structure_whose_checksums_are_right(chunks, problem: str) -> None:
+    from streams.validation import png_problem
+
+    assert png_problem(_png_of(_ihdr(), IDAT, IEND)) is None  # the same builder, nothing wrong
+    found = png_problem(_png_of(*chunks))
+    assert isinstance(found, str) and problem in found, found
+
+
 def test_a_product_the_model_cannot_score_is_still_decided_without_a_verdict(processor: Processor) -> None:
     """score_one_by_one gives None for a job nothing can score: the product is decided on its statistics."""
     from streams.processor import ScoreJob
