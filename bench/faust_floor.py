@@ -75,11 +75,13 @@ app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}", broker=f"kafka://{os.envi
                 store="rocksdb://" if with_table else "memory://", datadir=os.environ["FLOOR_DATADIR"], web_enabled=False,
                 web_bind="127.0.0.1", web_host="127.0.0.1", web_port=free_port(),
                 consumer_auto_offset_reset="earliest", topic_partitions=int(os.environ.get("FLOOR_PARTITIONS", "6")))
-if os.environ.get("FLOOR_FAST_DELIVERY") == "1":
+fast = os.environ.get("FLOOR_FAST_DELIVERY") == "1"  # the worker's Faust shortcuts: its consumer and raw schema
+if fast:
     delivery.install(app)
 serde = Serde()
 table = app.Table("floor", key_type=str) if with_table else None
-source = app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+source = (app.topic(*topics, schema=delivery.RawSchema()) if fast else
+          app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"))
 
 
 @app.agent(source)

@@ -21,6 +21,7 @@ from faust.tables.manager import TableManager
 
 from streams.delivery import FastDeliveryConsumer
 from streams.logs import get_logger
+from streams.state import acknowledged
 
 log = get_logger("packwise.worker")
 
@@ -223,7 +224,7 @@ class ProducerSender:
     async def outputs_delivered(self) -> None:
         outputs, self._outputs = self._outputs, []
         if outputs:
-            await asyncio.gather(*outputs)
+            await acknowledged(outputs)
 
     async def send(self, topic: str, partition: int, key: bytes, value: bytes | None) -> asyncio.Future:
         return await self.producer.send(topic, value=value, key=key, partition=partition)  # -> RecordMetadata

@@ -140,6 +140,26 @@ class FastDeliveryConsumer(AIOKafkaConsumer):
         return await super().wait_first(*coros, timeout=timeout)
 
 
+class RawSchema(faust.Schema):
+    """Keys and values as the bytes Kafka holds (None stays None), handed to the streams without the serializer
+    registry's per-message work: with `raw` codecs and `bytes` types, Faust's decode runs a coroutine through
+    five layers (schema, registry, codec chain, payload preparation) for each of key and value, only to return
+    the bytes it was given (a twentieth of the worker's CPU on the statistics path, bench/RESULTS-worker.md).
+    The event is the one Faust's decode creates: the same class, the same fields."""
+
+    def __init__(self) -> None:
+        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: Any, *, on_key_decode_error: Any = None, on_value_decode_error: Any = None,
+                default_propagate: bool = False) -> Callable[..., Awaitable[Any]]:
+        event = app.conf.Event  # what app.create_event builds, looked up once: the setting costs a lookup per call
+
+        async def decode(message: Any, *, propagate: bool = default_propagate) -> Any:
+            return event(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
 def install(app: faust.App) -> None:
     """Make `app` create a FastDeliveryConsumer (call before the app starts)."""
     app.transport.Consumer = FastDeliveryConsumer

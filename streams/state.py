@@ -41,6 +41,22 @@ _MISSING = object()
 DELETED = object()  # a pending delete in the write-back buffer
 
 
+async def acknowledged(futures: list[asyncio.Future]) -> list[Any]:
+    """The results of the producer's delivery futures, in order, once every one is done; raises the first
+    failure (in order) after all are done, having retrieved every failure. What asyncio.gather returns, without
+    its callback on every future: aiokafka resolves a whole batch of futures at once, and under gather each of a
+    flush's thousands of records then cost the event loop a scheduled call (a tenth of the worker's CPU on the
+    statistics path, bench/RESULTS-worker.md). Here one wait per future still pending when the one before it is
+    done: about one per produce batch. Cancelling the caller leaves the futures to the producer."""
+    for future in futures:
+        if not future.done():
+            await asyncio.wait((future,))
+    failures = [error for error in (future.exception() for future in futures) if error is not None]
+    if failures:
+        raise failures[0]
+    return [future.result() for future in futures]
+
+
 class Codec(Protocol):
     def encode(self, value: Any) -> bytes: ...
 
@@ -315,7 +331,7 @@ class StateLayer:
                         if len(sent) == half:
                             failpoints.reached("flush.sending")
                 failpoints.reached("flush.sent")
-                offsets = iter([metadata.offset for metadata in await asyncio.gather(*sent)])
+                offsets = iter([metadata.offset for metadata in await acknowledged(sent)])
                 for table, records in batches:
                     by_partition: dict[int, tuple[list, list[int]]] = {}
                     for key, partition, raw_key, raw in records:

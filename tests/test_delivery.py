@@ -218,3 +218,38 @@ def test_the_worker_paces_its_fetches_by_its_setting(monkeypatch) -> None:
         assert paced == {10.0: True, 0.0: False}
 
     in_app(test)
+
+
+# -- the raw schema ------------------------------------------------------------------------------------------
+
+def test_the_raw_schema_hands_over_the_same_event_as_faust_s_raw_codecs() -> None:
+    """Same class, key, value, headers and message as Faust's own decode with `raw` codecs and `bytes` types,
+    for every shape Kafka delivers: bytes, empty bytes, a missing key, a tombstone, and headers."""
+    from faust.types.tuples import Message
+
+    async def test(app: faust.App, consumer: delivery.FastDeliveryConsumer) -> None:
+        stock = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw").compile(app)
+        fast = delivery.RawSchema().compile(app)
+        for key, value, headers in [(b"p-1", b'{"a": 1}', []), (b"", b"", []), (None, b"\x00\xff", []),
+                                    (b"p-2", None, []), (b"p-3", b"v", [("h", b"1")])]:
+            message = Message("t", 0, 7, 0.0, 0, headers, key, value, None)
+            ours, theirs = await fast(message), await stock(message)
+            assert type(ours) is type(theirs)
+            assert (ours.key, ours.value, ours.headers, ours.message) == (theirs.key, theirs.value, theirs.headers,
+                                                                          theirs.message)
+            assert ours.message is message and ours.app is app
+
+    in_app(test)
+
+
+def test_the_worker_s_input_topics_use_the_raw_schema() -> None:
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    from types import SimpleNamespace
+
+    scorer = SimpleNamespace(legacy_targets={}, version="none")  # the model is not needed to wire the topics
+    app = create_app(Settings().replace(app_id="raw-schema-test"), scorer)  # type: ignore[arg-type]
+    inputs = [agent.channel for agent in app.agents.values()]
+    assert inputs and all(isinstance(channel.schema, delivery.RawSchema) for channel in inputs)

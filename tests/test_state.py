@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 from collections import Counter
 import uuid
@@ -23,8 +24,8 @@ from streams.marketplaces import DEFAULT_MARKETPLACES
 from streams.processor import Incoming, Processor, Tables
 from streams.serde import Serde
 from streams.settings import Settings
-from streams.state import (WIRE_TABLES, MemoryStore, StateLayer, StateTooLarge, TableSpec, WireBytes, codec_for,
-                           decode_key, encode_key)
+from streams.state import (WIRE_TABLES, MemoryStore, StateLayer, StateTooLarge, TableSpec, WireBytes, acknowledged,
+                           codec_for, decode_key, encode_key)
 from streams.topics import TABLES
 from tests.samples import SAMPLES
 
@@ -160,6 +161,82 @@ def test_events_are_released_only_by_the_flush_that_makes_them_durable() -> None
     layer.sender = Sender(cluster)
     run(layer.flush())
     assert released == ["event-1"]
+
+
+def test_acknowledgements_come_back_in_order_however_they_arrive() -> None:
+    async def scenario() -> list:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(5)]
+        futures[1].set_result("b")
+        for i in (4, 0, 3, 2):  # the rest arrive later, out of order
+            loop.call_later(0.001 * (5 - i), futures[i].set_result, "abcde"[i])
+        return await acknowledged(futures)
+
+    assert run(scenario()) == ["a", "b", "c", "d", "e"]
+
+
+def test_a_failed_acknowledgement_is_raised_once_all_are_done_and_none_is_left_unretrieved() -> None:
+    unretrieved: list = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+        futures = [loop.create_future() for _ in range(4)]
+        loop.call_later(0.001, futures[1].set_exception, RuntimeError("first"))
+        loop.call_later(0.002, futures[3].set_exception, RuntimeError("second"))
+        loop.call_later(0.003, futures[0].set_result, "a")
+        loop.call_later(0.004, futures[2].set_result, "c")
+        with pytest.raises(RuntimeError, match="first"):
+            await acknowledged(futures)
+        assert all(future.done() for future in futures)
+        del futures
+        gc.collect()
+
+    run(scenario())
+    assert unretrieved == []  # asyncio logs a failed future whose exception nobody read
+
+
+def test_a_flush_acknowledged_in_one_batch_costs_the_event_loop_no_call_per_record() -> None:
+    """aiokafka resolves a produce batch's futures together: under asyncio.gather each then scheduled a
+    callback, a tenth of the worker's CPU on the statistics path (bench/RESULTS-worker.md)."""
+    scheduled = 0
+
+    async def scenario() -> list:
+        nonlocal scheduled
+        loop = asyncio.get_running_loop()
+        call_soon = loop.call_soon
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal scheduled
+            scheduled += 1
+            return call_soon(*args, **kwargs)
+
+        loop.call_soon = counting  # type: ignore[method-assign]
+        futures = [loop.create_future() for _ in range(1000)]
+
+        def batch_done() -> None:  # what aiokafka's MessageBatch.done does
+            for offset, future in enumerate(futures):
+                future.set_result(offset)
+
+        loop.call_later(0.001, batch_done)
+        return await acknowledged(futures)
+
+    assert run(scenario()) == list(range(1000))
+    assert scheduled < 10
+
+
+def test_a_cancelled_flush_leaves_the_acknowledgements_to_the_producer() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(3)]
+        waiting = asyncio.ensure_future(acknowledged(futures))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert not any(future.cancelled() for future in futures)
+
+    run(scenario())
 
 
 def test_a_delete_reaches_the_changelog_as_a_tombstone() -> None:
