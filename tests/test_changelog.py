@@ -96,3 +96,36 @@ def test_a_stream_resume_from_an_earlier_generation_does_not_leak_into_the_next(
     asyncio.new_event_loop().run_until_complete(changelog.FlushingConsumer.on_partitions_revoked(consumer, set()))
     consumer.resume_flow()
     assert TP("shipments", 0) not in consumer._get_active_partitions()
+
+
+def test_changelog_partitions_are_paused_and_resumed_in_aiokafka_too(tmp_path: Path) -> None:
+    """Faust pauses partitions in its own bookkeeping only, so aiokafka kept fetching the active tables' changelog
+    partitions outside recovery: the worker's own writes, fetched back and held unread. The worker's consumer
+    mirrors Faust's pause and resume of changelog partitions into aiokafka, in aiokafka's thread; stream partitions
+    are left to Faust's flow control."""
+    from aiokafka import TopicPartition
+
+    app = faust.App("changelog-test", broker="kafka://127.0.0.1:1", store="packwise-rocksdb://", datadir=str(tmp_path))
+    changelog.install(app)
+    table = app.Table("damage_stats", partitions=2, key_type=bytes, value_type=bytes)
+    name = table.changelog_topic.get_topic_name()
+    calls: list[tuple[str, set]] = []
+    kafka = SimpleNamespace(assignment=lambda: {TopicPartition(name, 0), TopicPartition("shipments", 0)},
+                            pause=lambda *tps: calls.append(("pause", set(tps))),
+                            resume=lambda *tps: calls.append(("resume", set(tps))))
+    loop = asyncio.new_event_loop()  # the consumer thread's loop: nothing runs on it until the test runs it
+    consumer = app.consumer
+    consumer._thread = SimpleNamespace(thread_loop=loop, _consumer=kafka)
+    consumer._active_partitions = set()
+    assigned = {TP(name, 0), TP(name, 1), TP("shipments", 0)}  # partition 1 moved away in aiokafka meanwhile
+    consumer.pause_partitions(assigned)
+    assert calls == []  # handed to aiokafka's thread, not called from this one
+    loop.run_until_complete(asyncio.sleep(0))
+    assert calls == [("pause", {TopicPartition(name, 0)})]
+    consumer.resume_partitions(assigned)  # recovery reads the changelog
+    loop.run_until_complete(asyncio.sleep(0))
+    assert calls[1:] == [("resume", {TopicPartition(name, 0)})]
+    assert consumer._held_streams == {TP("shipments", 0)}  # the stream partition waits for the flow, as before
+    loop.close()
+    consumer.pause_partitions(assigned)  # the thread has stopped: nothing to hand it
+    assert len(calls) == 2
