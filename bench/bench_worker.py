@@ -331,7 +331,6 @@ def stop_worker(worker: WorkerProcess, children: list[psutil.Process]) -> None:
 class StatsRun:
     rate: float  # events/s from the worker's first event to its last (its packwise_events_total)
     commit_lag_s: float  # from its last event to every offset committed
-    committed_between: int
     worker_cpu_us: float  # per message consumed
     children_cpu_us: dict[str, float]
     broker_cpu_us: float
@@ -401,18 +400,22 @@ def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: D
         deadline = time.monotonic() + allowed_s
         while True:
             now = time.monotonic()
-            samples.append((now, committed_total(settings, topics, admin)))
             if not consumed or consumed[-1][1] < total:
                 consumed.append((now, events_consumed(worker.settings, topics)))
-            if samples[-1][1] >= total:
+            # the offsets are asked of the broker only once every event is in: each request costs the broker
+            # CPU, which this window bills to the worker
+            if consumed[-1][1] >= total:
+                samples.append((now, committed_total(settings, topics, admin)))
+            if samples and samples[-1][1] >= total:
                 cpu_after = cpu_seconds(watched)
                 window_s = time.monotonic() - window_started
                 break
             if worker.process.poll() is not None:
-                raise RuntimeError(f"the worker exited with code {worker.process.returncode} after committing "
-                                   f"{samples[-1][1]} of {total} (log {worker.log_path})")
+                raise RuntimeError(f"the worker exited with code {worker.process.returncode} after consuming "
+                                   f"{consumed[-1][1]} of {total} (log {worker.log_path})")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker committed only {samples[-1][1]} of {total} in {allowed_s:.0f} s "
+                raise RuntimeError(f"the worker consumed {consumed[-1][1]} and committed "
+                                   f"{samples[-1][1] if samples else 'no offset'} of {total} in {allowed_s:.0f} s "
                                    f"(log {worker.log_path})")
             time.sleep(0.2)
         for spy in spies:
@@ -427,13 +430,9 @@ def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: D
     t1, n1 = next((t, n) for t, n in consumed if n >= total)
     processing_rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
     commit_lag = samples[-1][0] - t1
-    first = next(i for i, (_, n) in enumerate(samples) if n > 0)
-    # rate between the first and the last commit observed, so start-up and the 2.8 s commit cadence are out
-    t0, n0 = samples[first]
-    t1, n1 = samples[-1]
     per_message = {name: (cpu_after[name] - cpu_before[name]) * 1e6 / total for name in cpu_after}
     return StatsRun(
-        rate=processing_rate, commit_lag_s=commit_lag, committed_between=n1 - n0,
+        rate=processing_rate, commit_lag_s=commit_lag,
         worker_cpu_us=per_message.pop("worker"), broker_cpu_us=per_message.pop("broker"),
         broker_idle_us=broker_idle_rate * window_s * 1e6 / total, floor_broker_cpu_us=floor_broker_cpu * 1e6 / total,
         children_cpu_us=per_message,
@@ -533,8 +532,22 @@ def stats_lines(data: DataSet, runs: list[StatsRun], partitions: int, messages: 
 
 def bench_stats(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, products: int, per_product: int,
                 resends: int, runs: int, sets: list[str], zipf_s: float, seed: int, all_floors: bool,
-                profile: Path | None = None) -> list[str]:
+                profile: Path | None = None, warmup: int = 0) -> list[str]:
+    """`warmup`: runs of the first set before the measured ones, on their own topics, not in the medians (their
+    figures are printed and written down on a line of their own): a broker just started spends much of the first
+    runs' window compiling (JFR: its C1 and C2 compiler threads were its busiest in the worker's window), which
+    a broker in service did long ago."""
     lines = []
+    for number in range(1, warmup + 1):
+        data = evidence_set(sets[0], products, per_product, resends, seed + 100 + number,
+                            zipf_s=None if sets[0] == "uniform" else zipf_s)
+        r = stats_run(base, cluster, tmp, bundle, data, -number, False)
+        line = (f"warm-up run {number} ({sets[0]} set, other seed; not in the medians): worker CPU "
+                f"{r.worker_cpu_us:,.1f} µs/event, broker CPU {r.broker_cpu_us:,.1f} µs/event (at rest "
+                f"{r.broker_idle_us:,.1f}), while the floor ran {r.floor_broker_cpu_us:,.1f}; worker "
+                f"{figure(r.rate)} events/s, {len(r.mismatches)} mismatching products")
+        print(f"stats: {line}", flush=True)
+        lines.append(line)
     for name in sets:
         data = evidence_set(name, products, per_product, resends, seed if name == "uniform" else seed + 1,
                             zipf_s=None if name == "uniform" else zipf_s)
@@ -1090,6 +1103,10 @@ def main() -> None:
                                        "for stats, uniform for security)")
     parser.add_argument("--zipf-s", type=float, default=1.1, help="stats: exponent of the zipf set's product law")
     parser.add_argument("--seed", type=int, default=7, help="stats: seed of the resends and the zipf draws")
+    parser.add_argument("--warmup-runs", type=int, default=1,
+                        help="stats: runs before the measured ones, not in the medians, so that the broker runs code "
+                             "its JIT has compiled, as a broker in service does (their figures are written down on a "
+                             "line of their own; 0: measure a broker just started)")
     parser.add_argument("--all-floors", action="store_true",
                         help="stats: also the bare-Faust floor without the fast path, and with a table write")
     parser.add_argument("--score-products", type=int, default=3000, help="scoring, security: products")
@@ -1108,8 +1125,8 @@ def main() -> None:
     args = parser.parse_args()
     sets_given = args.sets or ("uniform" if args.which == "security" else "uniform,zipf")
     sets = [name.strip() for name in sets_given.split(",") if name.strip()]
-    if not sets or set(sets) - {"uniform", "zipf"} or args.runs < 1:
-        parser.error("--sets takes uniform and/or zipf; --runs at least 1")
+    if not sets or set(sets) - {"uniform", "zipf"} or args.runs < 1 or args.warmup_runs < 0:
+        parser.error("--sets takes uniform and/or zipf; --runs at least 1; --warmup-runs at least 0")
     command = "python bench/bench_worker.py " + " ".join(sys.argv[1:])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the brokers and the worker
     with tempfile.TemporaryDirectory(prefix="packwise-bench-") as tmp_name:
@@ -1139,7 +1156,7 @@ def main() -> None:
 
             runs = {"stats": lambda: bench_stats(base, cluster, tmp, bundle, args.products, args.per_product,
                                                  args.resends, args.runs, sets, args.zipf_s, args.seed,
-                                                 args.all_floors, args.profile),
+                                                 args.all_floors, args.profile, args.warmup_runs),
                     "scoring": lambda: bench_scoring(base, cluster, tmp, bundle, args.score_products, args.profile),
                     "latency": lambda: bench_latency(base, cluster, tmp, bundle, args.rate, args.seconds,
                                                      args.profile, args.warm_broker),
