@@ -141,7 +141,10 @@ def create_app(settings: Settings, scorer: ScoringProcess, limits: Limits = Limi
             return []
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(executor, scorer.score, jobs)
+            # sent from the scoring thread (a send waits while two batches wait in the scoring process), answered
+            # in order; the next batch is sent while this one scores
+            answer = await loop.run_in_executor(executor, scorer.submit, jobs)
+            return await asyncio.wrap_future(answer)
         except ScoringFailed as error:  # one unreadable input must not sink the batch: retry one by one
             log.error("scoring_batch_failed", error=repr(error), jobs=len(jobs))
             return await loop.run_in_executor(executor, score_one_by_one, scorer.score, jobs)

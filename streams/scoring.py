@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +87,17 @@ class Scorer:
         return [ModelView(p.probabilities, p.certified, p.bundle_version) for p in predictions]
 
 
+def _settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
+    """Resolve a batch's future unless its caller cancelled it meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
 class ScorerGone(PackwiseError):
     """The scoring process died: no batch can be scored any more."""
 
@@ -135,10 +149,22 @@ def _serve(path: str, threads: int, conn) -> None:
         conn.send(("ready", scorer.version))
     except OSError:  # BrokenPipeError among them: the worker stopped while the model loaded, nobody to tell
         return
+    # the next batch is read off the pipe (and unpickled) while this one scores, so the model goes from one batch
+    # to the next without waiting for the transfer; two waiting at most, then the worker's send waits
+    waiting: queue.Queue = queue.Queue(maxsize=2)
+
+    def read() -> None:
+        while True:
+            try:
+                waiting.put(conn.recv())
+            except (EOFError, OSError):
+                waiting.put(_END)
+                return
+
+    threading.Thread(target=read, name="packwise-scoring-reader", daemon=True).start()
     while True:
-        try:
-            records = conn.recv()
-        except (EOFError, OSError):
+        records = waiting.get()
+        if records is _END:
             return
         try:
             views = scorer.score_records(records)
@@ -152,10 +178,14 @@ def _serve(path: str, threads: int, conn) -> None:
             return
 
 
+_END = object()
+
+
 class ScoringProcess:
     """A Scorer in a child process (spawned: nothing of the worker's sockets or threads is inherited).
-    score() sends a batch down a pipe and blocks until the views come back; call it from one thread at
-    a time (the worker's single scoring thread)."""
+    submit() sends a batch down a pipe and returns a future of its views, which a thread of this object
+    resolves as the answers come back; score() waits for it. Send from one thread at a time (the worker's single
+    scoring thread)."""
 
     def __init__(self, path: str | Path, threads: int = 0, answer_timeout_s: float = 120.0,
                  wait: bool = True) -> None:
@@ -176,6 +206,11 @@ class ScoringProcess:
         self.ready = False
         self.answer_timeout_s = answer_timeout_s  # a batch takes well under a second; a hung model must not
         # hold the worker's partitions forever
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[Future, float]] = deque()  # sent, not answered yet: (future, when sent)
+        self._receiver: threading.Thread | None = None  # reads the answers, started with the first batch
+        self._gone: ScorerGone | None = None
+        self._hung = False  # killed for not answering in time
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(target=_serve, args=(self.path, threads, child_conn),
@@ -210,36 +245,78 @@ class ScoringProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def score(self, jobs: list[ScoreJob]) -> list[ModelView]:
+    def submit(self, jobs: list[ScoreJob]) -> Future:
+        """Send a batch to the process; the future resolves to its views, or fails with ScoringFailed (this batch)
+        or ScorerGone (the process died, or did not answer within answer_timeout_s: killed). Batches are answered
+        in the order sent, and the next one may be sent while one scores, so the model never waits for the
+        worker between batches. Call from one thread at a time (the worker's scoring thread): the send blocks
+        while two batches wait in the process already."""
+        future: Future = Future()
         if not jobs:
-            return []
+            future.set_result([])
+            return future
         self.wait_ready()  # the first batch waits for the model, when the worker started before it loaded
-        started = time.perf_counter()
-        hung = threading.Event()
-
-        def kill_hung() -> None:  # a send blocks too once the pipe is full, so a timer, not a poll timeout
-            hung.set()
-            self._process.kill()
-
-        watchdog = threading.Timer(self.answer_timeout_s, kill_hung)
-        watchdog.daemon = True
-        watchdog.start()
+        payload = [(j.catalog, j.capture) for j in jobs]
+        with self._lock:
+            if self._gone is not None:
+                raise self._gone
+            self._pending.append((future, time.perf_counter()))  # before the send: the answer can come first
+            if self._receiver is None:
+                self._receiver = threading.Thread(target=self._receive, name="packwise-scoring-answers", daemon=True)
+                self._receiver.start()
         try:
-            self._conn.send([(j.catalog, j.capture) for j in jobs])
-            kind, value = self._conn.recv()
-        except (EOFError, OSError):
+            self._conn.send(payload)
+        except (EOFError, OSError, ValueError):  # a dead process's pipe; ValueError: closed meanwhile
             self._process.join(1)
-            if hung.is_set():
-                raise ScorerGone(f"the scoring process (pid {self._process.pid}) did not answer within "
-                                 f"{self.answer_timeout_s:.0f}s; killed it") from None
-            raise ScorerGone(f"the scoring process (pid {self._process.pid}) is gone (exit code "
-                             f"{self._process.exitcode})") from None
-        finally:
-            watchdog.cancel()
-        metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
-        if kind != "ok":
-            raise ScoringFailed(value)
-        return [ModelView(*view) for view in value]
+            self._fail_all(self._gone_error())
+        return future
+
+    def score(self, jobs: list[ScoreJob]) -> list[ModelView]:
+        return self.submit(jobs).result()
+
+    def _gone_error(self) -> ScorerGone:
+        if self._hung:
+            return ScorerGone(f"the scoring process (pid {self._process.pid}) did not answer within "
+                              f"{self.answer_timeout_s:.0f}s; killed it")
+        return ScorerGone(f"the scoring process (pid {self._process.pid}) is gone (exit code "
+                          f"{self._process.exitcode})")
+
+    def _fail_all(self, error: ScorerGone) -> None:
+        with self._lock:
+            if self._gone is None:
+                self._gone = error
+            pending, self._pending = list(self._pending), deque()
+        for future, _ in pending:
+            _settle(future, error=self._gone)
+
+    def _receive(self) -> None:
+        """The answers, in the order the batches were sent. A batch at the head of the line for answer_timeout_s
+        (from its send, or from the answer before it) gets the process killed: a hung model must not hold the
+        worker's partitions forever."""
+        answered = time.perf_counter()
+        while True:
+            try:
+                if not self._conn.poll(0.25):
+                    with self._lock:
+                        head = self._pending[0][1] if self._pending else None
+                    if head is not None and time.perf_counter() - max(head, answered) > self.answer_timeout_s:
+                        self._hung = True  # before the kill: a send blocked on the full pipe fails with it
+                        self._process.kill()
+                    continue
+                kind, value = self._conn.recv()
+            except (EOFError, OSError, ValueError):  # ValueError/OSError: closed by close()
+                self._process.join(1)
+                self._fail_all(self._gone_error())
+                return
+            now = time.perf_counter()
+            with self._lock:
+                future, sent = self._pending.popleft()
+            metrics.SCORING_SECONDS.observe(now - max(sent, answered))
+            answered = now
+            if kind == "ok":
+                _settle(future, result=[ModelView(*view) for view in value])
+            else:
+                _settle(future, error=ScoringFailed(value))
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Close the pipe (the process ends when it reads the end of it), then make sure it has: SIGKILL after

@@ -56,6 +56,28 @@ def test_a_batch_it_cannot_score_is_reported_and_the_process_keeps_serving(proce
     assert len(process.score(jobs)) == len(jobs)
 
 
+def test_batches_are_sent_ahead_and_answered_in_order(process: ScoringProcess, jobs: list[ScoreJob]) -> None:
+    """The next batch goes down the pipe while one scores (the model does not wait for the worker between
+    batches), and each answer reaches its own batch, a failed one included."""
+    text_only = [j for j in jobs if j.capture is None]  # small: all three fit in the pipe while nobody reads it
+    expected = process.score(text_only)
+    capture = next(j.capture for j in jobs if j.capture is not None)
+    broken = [ScoreJob("P-broken", None, {**capture, "measured_weight_g": "heavy"}, ("tunnel-captures", 0))]
+    os.kill(process.pid, signal.SIGSTOP)  # a model busy with a long batch
+    try:
+        answers = [process.submit(text_only[:1]), process.submit(broken), process.submit(text_only[1:])]
+        assert not any(answer.done() for answer in answers)  # all three sent, none answered yet
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    first = answers[0].result(60)
+    with pytest.raises(ScoringFailed):
+        answers[1].result(60)
+    got = first + answers[2].result(60)
+    assert [v.certified for v in got] == [v.certified for v in expected]
+    for mine, theirs in zip(got, expected, strict=True):  # scored in batches of one: float noise apart
+        assert mine.probabilities == pytest.approx(theirs.probabilities, abs=1e-6)
+
+
 def test_missing_bundle_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PackwiseError, match="cannot load the model.*does not exist"):
         ScoringProcess(tmp_path / "nowhere")
