@@ -373,7 +373,8 @@ def stats_run(base: Settings, cluster: Cluster, tmp: Path, bundle: Path, data: D
     broker_idle_rate = (sum(broker_process.cpu_times()[:2]) - idle_before) / (time.monotonic() - idle_started)
     extra = {}
     if all_floors:
-        extra["bare Faust without the delivery fast path and raw schema"] = faust_floor(settings, topics, total, tmp, False, False)[0]
+        extra["bare Faust without the delivery fast path and raw schema"] = faust_floor(settings, topics, total, tmp,
+                                                                                        False, False)[0]
         extra["with the fast path and one table write per event"] = faust_floor(settings, topics, total, tmp, True,
                                                                                 True)[0]
     before = end_offsets(admin, written_topics(settings, admin))
@@ -482,7 +483,8 @@ def stats_lines(data: DataSet, runs: list[StatsRun], partitions: int, messages: 
              + f"; every offset committed {summary([r.commit_lag_s for r in runs], '{:.1f}')} s after its last "
              "event (the state flush interval, then Faust's commit interval)",
              f"{name}: bare Faust floor on the same topics (bench/faust_floor.py: take_events + decode, packwise "
-             f"delivery fast path and raw schema, no table, no web server): {summary([r.floor_rate for r in runs])} events/s"
+             f"delivery fast path and raw schema, no table, no web server): "
+             f"{summary([r.floor_rate for r in runs])} events/s"
              + (f", {figure(median([r.floor_cpu_us for r in runs]), '{:,.1f}')} CPU µs/event"
                 if all(r.floor_cpu_us is not None for r in runs) else "")
              + f"; worker / floor: {summary(ratios, '{:.0%}')} " + target(median(ratios), ">=", 0.5, "50%"),

@@ -250,7 +250,6 @@ class FlushingConsumer(FastDeliveryConsumer):
 
     # Stream (input) partitions whose resume waits for the flow's: see resume_partitions
     _held_streams: frozenset = frozenset()
-    changelog_fetch_toggles = 0  # pause/resume calls handed to the consumer thread (tests, diagnostics)
 
     def pause_partitions(self, tps: Any) -> None:
         """Faust pauses a partition in its own bookkeeping only: aiokafka, below it, goes on fetching every
@@ -282,7 +281,6 @@ class FlushingConsumer(FastDeliveryConsumer):
             if present:
                 (consumer.resume if fetch else consumer.pause)(*present)
 
-        self.changelog_fetch_toggles += 1
         loop.call_soon_threadsafe(apply)
 
     def resume_partitions(self, tps: Any) -> None:

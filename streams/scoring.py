@@ -310,6 +310,8 @@ class ScoringProcess:
                 return
             now = time.perf_counter()
             with self._lock:
+                if not self._pending:  # failed already (a send that broke): nobody waits for this answer
+                    continue
                 future, sent = self._pending.popleft()
             metrics.SCORING_SECONDS.observe(now - max(sent, answered))
             answered = now
